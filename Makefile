@@ -1,0 +1,88 @@
+# ferry -- build, test, run. `make help` lists the targets.
+CC      ?= gcc
+BUILD   ?= build
+SAN     ?=
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
+ALLCFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -MMD -MP $(CFLAGS)
+LDLIBS  := -pthread -lutil
+ifeq ($(SAN),1)
+ALLCFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS   += -fsanitize=address,undefined
+endif
+
+LIB_SRCS  := $(sort $(shell find src -name '*.c' ! -path src/main.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
+
+.PHONY: all unit-bins run test unit integration guests bench fuzz fuzz-long format format-check lint clean help asan
+
+all: $(BUILD)/ferry guests
+
+Q := $(if $(V),,@)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(ALLCFLAGS) -c $< -o $@
+
+$(BUILD)/ferry: $(BUILD)/src/main.o $(LIB_OBJS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@ln -sf $(BUILD)/ferry ferry 2>/dev/null || true
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS) -lcmocka
+
+unit-bins: $(UNIT_BINS)
+
+guests:
+	$(MAKE) -C tests/guests
+
+# Boots the bundled demo guest on the KVM engine (the soft engine is not built yet).
+run: all
+	./$(BUILD)/ferry run --engine kvm --kernel tests/guests/build/demo.elf --append "hello from make run"
+
+# The whole suite: unit + integration tests, then again under ASan+UBSan, then a short fuzz pass.
+test:
+	./scripts/test.sh
+
+unit: $(BUILD)/ferry $(UNIT_BINS)
+	./scripts/run-unit.sh $(BUILD)
+
+integration: $(BUILD)/ferry guests
+	./tests/integration/run.sh $(BUILD)/ferry
+
+fuzz:
+	$(MAKE) -C tests/fuzz run SECONDS=$${SECONDS_FUZZ:-20}
+
+fuzz-long:
+	$(MAKE) -C tests/fuzz run SECONDS=$${SECONDS_FUZZ:-600}
+
+bench: $(BUILD)/ferry guests
+	./bench/bench.sh $(BUILD)/ferry
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'tests/*.h' 'bench/*.c')
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+		--suppress=missingIncludeSystem -D__x86_64__ -Isrc src
+
+clean:
+	rm -rf build build-* ferry
+	$(MAKE) -C tests/guests clean
+	$(MAKE) -C tests/fuzz clean
+
+help:
+	@echo "make run          build and boot the demo guest (KVM engine)"
+	@echo "make test         the whole test suite (plain, then ASan+UBSan, then a short fuzz pass)"
+	@echo "make unit | integration | fuzz | fuzz-long | bench | format | lint | clean"
+
+-include $(LIB_OBJS:.o=.d) $(BUILD)/src/main.d

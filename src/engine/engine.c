@@ -1,0 +1,44 @@
+#include "engine/engine.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util/log.h"
+
+bool engine_host_has_hw_virt(void)
+{
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[4096];
+	bool found = false;
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "flags", 5))
+			found = strstr(line, " vmx") || strstr(line, " svm");
+	fclose(f);
+	return found;
+}
+
+const struct engine_ops *engine_select(enum engine_choice choice, char *err, size_t err_len)
+{
+	char why[256] = "";
+	if (choice == ENGINE_AUTO) {
+		/* Nested or paravirtual /dev/kvm without vmx/svm in the host flags runs guest kernel
+		 * code through the host's instruction emulator: the soft engine is the right choice. */
+		choice = engine_host_has_hw_virt() ? ENGINE_KVM : ENGINE_SOFT;
+		log_info("engine auto: host CPU %s hardware virtualization, choosing %s",
+			 choice == ENGINE_KVM ? "has" : "lacks",
+			 choice == ENGINE_KVM ? "kvm" : "soft");
+	}
+	if (choice == ENGINE_SOFT) {
+		set_err(
+		    err, err_len,
+		    "the soft engine is not built yet; use --engine kvm on a host with /dev/kvm");
+		return NULL;
+	}
+	if (!kvm_engine.available(why, sizeof(why))) {
+		set_err(err, err_len, "engine kvm unavailable: %s", why);
+		return NULL;
+	}
+	return &kvm_engine;
+}

@@ -1,0 +1,90 @@
+/* The virtual machine: RAM, the two buses, the devices, the vCPU threads and the run loop.
+ * The VM sits above the engine seam: it drives an engine through engine_ops and never touches
+ * /dev/kvm or the interpreter directly. */
+#ifndef FERRY_VM_H
+#define FERRY_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "vm/bus.h"
+#include "vm/device.h"
+#include "vm/mem.h"
+
+#define VM_MAX_VCPUS 64
+
+struct chardev;
+
+struct vm_config {
+	const char *kernel;
+	const char *initrd;
+	const char *append;
+	uint64_t mem_size;
+	unsigned smp;
+	enum engine_choice engine;
+	const char *serial;         /* "stdio", "file:PATH", "pty", "none" */
+	bool no_reboot;             /* a guest reset ends ferry (status 0) instead of rebooting */
+	struct chardev *serial_dev; /* opened by the caller from serial; outlives reboots */
+};
+
+/* Why the VM stopped. */
+enum vm_stop_reason {
+	VM_RUNNING = 0,
+	VM_STOP_EXIT,     /* guest asked to exit with a status (debug exit port) */
+	VM_STOP_POWEROFF, /* guest powered off: status 0 */
+	VM_STOP_RESET,    /* guest reset: reboot, or exit 0 with no_reboot */
+	VM_STOP_ERROR,    /* failed closed: message says why */
+	VM_STOP_USER,     /* the user quit (Ctrl-A x, a signal) */
+};
+
+/* Exit statuses of the ferry process. */
+#define FERRY_EXIT_OK    0
+#define FERRY_EXIT_HOST  1 /* the host cannot run the VM (no /dev/kvm, out of memory, ...) */
+#define FERRY_EXIT_USAGE 2 /* bad command line or bad input file */
+#define FERRY_EXIT_GUEST 4 /* the VM failed closed: triple fault, unhandled exit, bad MMIO */
+
+struct vcpu {
+	struct vm *vm;
+	unsigned id;
+	pthread_t thread;
+	atomic_bool thread_started;
+	void *engine_data; /* the engine's per-vCPU state */
+};
+
+struct vm {
+	const struct vm_config *cfg;
+	const struct engine_ops *engine;
+	void *engine_data; /* the engine's per-VM state */
+	struct guest_mem mem;
+	struct bus pio, mmio;
+	struct device *devices;
+	struct chardev *serial;
+	unsigned nvcpus;
+	struct vcpu vcpus[VM_MAX_VCPUS];
+
+	pthread_mutex_t lock; /* guards the stop fields below */
+	pthread_cond_t stopped_cond;
+	atomic_int stop_reason; /* enum vm_stop_reason */
+	int exit_status;
+	char stop_msg[256];
+};
+
+/* Builds a VM from cfg with engine: RAM, buses, engine, devices, vCPUs, then loads the kernel.
+ * Returns NULL with the reason already printed; *status says which exit status fits. */
+struct vm *vm_create(const struct vm_config *cfg, const struct engine_ops *engine, int *status);
+void vm_destroy(struct vm *vm);
+/* Runs until the VM stops; returns the stop reason. vm->exit_status holds the process status. */
+enum vm_stop_reason vm_run(struct vm *vm);
+/* Asks the VM to stop. The first request wins; later ones are ignored. Thread and
+ * async-signal unsafe (takes a lock): use from vCPU and I/O threads. */
+void vm_stop(struct vm *vm, enum vm_stop_reason why, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+bool vm_stopping(const struct vm *vm);
+void vm_add_device(struct vm *vm, struct device *dev);
+/* Raise or lower an interrupt line (a GSI); routed through the engine's interrupt controller. */
+void vm_irq_line(struct vm *vm, unsigned gsi, int level);
+
+#endif
