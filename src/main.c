@@ -1,0 +1,273 @@
+/* ferry's command line: options -> a vm_config -> create, run, and (on a guest reset) again. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/chardev.h"
+#include "util/log.h"
+#include "util/parse.h"
+#include "vm/vm.h"
+
+#ifndef FERRY_VERSION
+#define FERRY_VERSION "0.1.0"
+#endif
+
+#define MEM_MIN (2ull << 20)
+#define MEM_MAX (1ull << 40) /* 1 TiB: far beyond any host here, inside a 40-bit physical space */
+
+static const char usage[] =
+    "usage: ferry run --kernel FILE [options]   boot a kernel in a new virtual machine\n"
+    "       ferry version                        print the version\n"
+    "       ferry --help                         this text\n"
+    "\n"
+    "run options:\n"
+    "  --kernel FILE        Linux bzImage, ELF with a PVH note, or multiboot kernel\n"
+    "  --initrd FILE        initial ramdisk (a multiboot module for multiboot kernels)\n"
+    "  --append STR         kernel command line\n"
+    "  -m, --memory SIZE    guest RAM, e.g. 256M, 2G (default 256M; no suffix means MiB)\n"
+    "  --smp N              number of vCPUs (default 1)\n"
+    "  --engine E           kvm, soft or auto (default auto: kvm only where the host CPU\n"
+    "                       has vmx or svm, soft otherwise)\n"
+    "  --serial S           stdio (default), file:PATH, pty or none\n"
+    "  --no-reboot          a guest reset ends ferry (status 0) instead of rebooting\n"
+    "  -v, --verbose        say more about what happens\n"
+    "\n"
+    "On the stdio console, Ctrl-A x quits and Ctrl-A h lists the other keys.\n"
+    "Exit status: 0 guest powered off or quit, 1 host error, 2 bad usage or input,\n"
+    "4 the VM stopped on a fault (triple fault, unmapped MMIO, unhandled exit),\n"
+    "(v << 1) | 1 when the guest writes v to the exit port 0xf4.\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	char msg[256];
+	snprintf(msg, sizeof(msg), fmt, arg);
+	log_error("%s (see ferry --help)", msg);
+	return FERRY_EXIT_USAGE;
+}
+
+enum { OPT_KERNEL = 256, OPT_INITRD, OPT_APPEND, OPT_SMP, OPT_ENGINE, OPT_SERIAL, OPT_NO_REBOOT };
+
+static int parse_run(int argc, char **argv, struct vm_config *cfg)
+{
+	static const struct option opts[] = {
+	    {"kernel", required_argument, NULL, OPT_KERNEL},
+	    {"initrd", required_argument, NULL, OPT_INITRD},
+	    {"append", required_argument, NULL, OPT_APPEND},
+	    {"memory", required_argument, NULL, 'm'},
+	    {"smp", required_argument, NULL, OPT_SMP},
+	    {"engine", required_argument, NULL, OPT_ENGINE},
+	    {"serial", required_argument, NULL, OPT_SERIAL},
+	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {NULL, 0, NULL, 0},
+	};
+	*cfg = (struct vm_config){.mem_size = 256ull << 20, .smp = 1, .serial = "stdio"};
+	opterr = 0;
+	optind = 1;
+	int c;
+	uint64_t n;
+	while ((c = getopt_long(argc, argv, ":m:v", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_KERNEL:
+			cfg->kernel = optarg;
+			break;
+		case OPT_INITRD:
+			cfg->initrd = optarg;
+			break;
+		case OPT_APPEND:
+			cfg->append = optarg;
+			break;
+		case 'm':
+			if (parse_size(optarg, 'M', &n) < 0)
+				return usage_error("bad memory size '%s' (use e.g. 256M or 2G)",
+						   optarg);
+			if (n < MEM_MIN || n > MEM_MAX || n % PAGE_SIZE)
+				return usage_error("memory size '%s' is impossible: it must be a "
+						   "multiple of 4 KiB from 2 MiB to 1 TiB",
+						   optarg);
+			cfg->mem_size = n;
+			break;
+		case OPT_SMP:
+			if (parse_uint(optarg, &n) < 0 || n < 1 || n > VM_MAX_VCPUS)
+				return usage_error("bad vCPU count '%s' (1 to 64)", optarg);
+			cfg->smp = (unsigned)n;
+			break;
+		case OPT_ENGINE:
+			if (!strcmp(optarg, "kvm"))
+				cfg->engine = ENGINE_KVM;
+			else if (!strcmp(optarg, "soft"))
+				cfg->engine = ENGINE_SOFT;
+			else if (!strcmp(optarg, "auto"))
+				cfg->engine = ENGINE_AUTO;
+			else
+				return usage_error("unknown engine '%s' (use kvm, soft or auto)",
+						   optarg);
+			break;
+		case OPT_SERIAL:
+			cfg->serial = optarg;
+			break;
+		case OPT_NO_REBOOT:
+			cfg->no_reboot = true;
+			break;
+		case 'v':
+			log_verbose = 1;
+			break;
+		case ':':
+			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		default:
+			return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!cfg->kernel)
+		return usage_error("%s", "ferry run needs --kernel FILE");
+	return 0;
+}
+
+/* ---- signals: a dedicated thread turns SIGINT/SIGTERM/SIGHUP into a VM stop -------------- */
+
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct vm *current_vm;
+static sigset_t stop_signals;
+
+static void *signal_thread(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int sig;
+		if (sigwait(&stop_signals, &sig) != 0)
+			continue;
+		if (sig == SIGUSR2) /* main is done */
+			return NULL;
+		pthread_mutex_lock(&current_lock);
+		if (current_vm)
+			vm_stop(current_vm, VM_STOP_USER, 128 + sig, "stopped by signal %d (%s)",
+				sig, strsignal(sig));
+		pthread_mutex_unlock(&current_lock);
+	}
+}
+
+static void fatal_signal(int sig)
+{
+	chardev_restore_terminals();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void setup_signals(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = {.sa_handler = fatal_signal};
+	sigemptyset(&sa.sa_mask);
+	int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+	for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+		sigaction(fatal[i], &sa, NULL);
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGHUP);
+	sigaddset(&stop_signals, SIGUSR2);
+	/* Blocked here, before any thread exists, so every thread inherits the mask. */
+	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+}
+
+/* Runs the VM, rebooting it on a guest reset unless told not to. Returns the exit status. */
+static int run_vm(struct vm_config *cfg, const struct engine_ops *engine)
+{
+	for (;;) {
+		int status;
+		struct vm *vm = vm_create(cfg, engine, &status);
+		if (!vm)
+			return status;
+		pthread_mutex_lock(&current_lock);
+		current_vm = vm;
+		pthread_mutex_unlock(&current_lock);
+
+		enum vm_stop_reason why = vm_run(vm);
+		status = vm->exit_status;
+		switch (why) {
+		case VM_STOP_ERROR:
+			log_error("%s", vm->stop_msg);
+			break;
+		case VM_STOP_RESET:
+			status = 0;
+			log_info("%s", vm->stop_msg);
+			break;
+		default:
+			log_info("%s", vm->stop_msg);
+			break;
+		}
+		pthread_mutex_lock(&current_lock);
+		current_vm = NULL;
+		pthread_mutex_unlock(&current_lock);
+		vm_destroy(vm);
+		if (why == VM_STOP_RESET && !cfg->no_reboot) {
+			log_info("rebooting");
+			continue;
+		}
+		return status;
+	}
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct vm_config cfg;
+	char err[256];
+	int rc = parse_run(argc, argv, &cfg);
+	if (rc)
+		return rc;
+	const struct engine_ops *engine = engine_select(cfg.engine, err, sizeof(err));
+	if (!engine) {
+		log_error("%s", err);
+		return FERRY_EXIT_HOST;
+	}
+	/* Input files are checked before a terminal is touched: bad input leaves no trace. */
+	if (access(cfg.kernel, R_OK) < 0) {
+		log_error("cannot open kernel %s: %s", cfg.kernel, strerror(errno));
+		return FERRY_EXIT_USAGE;
+	}
+	if (cfg.initrd && access(cfg.initrd, R_OK) < 0) {
+		log_error("cannot open initrd %s: %s", cfg.initrd, strerror(errno));
+		return FERRY_EXIT_USAGE;
+	}
+	cfg.serial_dev = chardev_open(cfg.serial, err, sizeof(err));
+	if (!cfg.serial_dev) {
+		log_error("%s", err);
+		return FERRY_EXIT_USAGE;
+	}
+	setup_signals();
+	pthread_t sig_thread;
+	pthread_create(&sig_thread, NULL, signal_thread, NULL);
+	rc = run_vm(&cfg, engine);
+	pthread_kill(sig_thread, SIGUSR2);
+	pthread_join(sig_thread, NULL);
+	chardev_close(cfg.serial_dev);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return FERRY_EXIT_USAGE;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+		printf("ferry %s\n", FERRY_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "run"))
+		return cmd_run(argc - 1, argv + 1);
+	return usage_error("unknown command '%s'", cmd);
+}
