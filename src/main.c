@@ -223,24 +223,18 @@ static int cmd_run(int argc, char **argv)
 	int rc = parse_run(argc, argv, &cfg);
 	if (rc)
 		return rc;
-	const struct engine_ops *engine = engine_select(cfg.engine, err, sizeof(err));
-	if (!engine) {
-		log_error("%s", err);
-		return FERRY_EXIT_HOST;
-	}
-	/* Input files are checked before a terminal is touched: bad input leaves no trace. */
-	if (access(cfg.kernel, R_OK) < 0) {
-		log_error("cannot open kernel %s: %s", cfg.kernel, strerror(errno));
-		return FERRY_EXIT_USAGE;
-	}
-	if (cfg.initrd && access(cfg.initrd, R_OK) < 0) {
-		log_error("cannot open initrd %s: %s", cfg.initrd, strerror(errno));
-		return FERRY_EXIT_USAGE;
-	}
+	/* Usage and input errors come first, whatever the host: the serial spec here, the kernel
+	 * and initrd files in vm_create before the engine opens anything. */
 	cfg.serial_dev = chardev_open(cfg.serial, err, sizeof(err));
 	if (!cfg.serial_dev) {
 		log_error("%s", err);
 		return FERRY_EXIT_USAGE;
+	}
+	const struct engine_ops *engine = engine_select(cfg.engine, err, sizeof(err));
+	if (!engine) {
+		log_error("%s", err);
+		chardev_close(cfg.serial_dev);
+		return FERRY_EXIT_HOST;
 	}
 	setup_signals();
 	pthread_t sig_thread;

@@ -72,7 +72,9 @@ struct engine_ops {
 
 enum engine_choice { ENGINE_AUTO, ENGINE_KVM, ENGINE_SOFT };
 
-/* Picks the engine for a choice; on failure writes one line to err and returns NULL. */
+/* Picks the engine for a choice (auto decides by the host CPU flags); an engine that is not
+ * built gives NULL and one line in err. Whether the host can run the engine is checked by its
+ * vm_init (and by engine_ops.available). */
 const struct engine_ops *engine_select(enum engine_choice choice, char *err, size_t err_len);
 /* True when the host CPU flags show hardware virtualization (vmx or svm). */
 bool engine_host_has_hw_virt(void);
