@@ -1,0 +1,541 @@
+#!/usr/bin/env bash
+# ferry integration tests: boots the test guests (tests/guests) under the binary given as $1 and
+# checks exit statuses, console output and error messages, plus the command line's handling of
+# bad input. Prints "PASS name" / "FAIL name: why" / "SKIP name: why" per case and ends with
+# "N passed, N failed" (", N skipped" when cases could not run). Exit status 1 if any failed.
+#
+# Usage: tests/integration/run.sh path/to/ferry
+# Env:   FERRY_TEST_TIMEOUT (seconds per case, default 60)
+#        FERRY_TEST_ONLY    (extended regex: run only the cases whose name matches)
+set -u
+
+if [ $# -ne 1 ] || [ ! -x "$1" ]; then
+	echo "usage: $0 FERRY_BINARY" >&2
+	exit 2
+fi
+FERRY=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+HERE=$(cd "$(dirname "$0")" && pwd)
+GDIR=$(cd "$HERE/../guests" && pwd)
+G=$GDIR/build
+T=${FERRY_TEST_TIMEOUT:-60}
+T_BAD=${FERRY_TEST_TIMEOUT_BAD:-15} # for input that must be refused before any guest code runs
+ONLY=${FERRY_TEST_ONLY:-}
+
+if ! make -s -C "$GDIR" >/dev/null; then
+	echo "FAIL build-guests: make -C $GDIR failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ferry-it.XXXXXX")
+BGPID=
+cleanup() {
+	[ -n "$BGPID" ] && kill "$BGPID" 2>/dev/null
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+KVM=1
+KVM_WHY=
+if [ ! -e /dev/kvm ]; then
+	KVM=0 KVM_WHY="no /dev/kvm on this host"
+elif [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+	KVM=0 KVM_WHY="/dev/kvm is not readable and writable"
+fi
+
+printf 'hello initrd line\nsecond line\n' >"$TMP/initrd"
+INITRD_SIZE=$(stat -c %s "$TMP/initrd")
+
+PASSED=0 FAILED=0 SKIPPED=0
+NAME='' WHY='' RC='' RUNNING=0
+
+# ---- case framework ----
+
+# begin NAME [kvm]: starts a case; returns 1 (caller skips the case) when filtered out or when it
+# needs KVM and there is none.
+begin() {
+	NAME=$1 WHY='' RC='' RUNNING=0
+	if [ -n "$ONLY" ] && ! [[ $NAME =~ $ONLY ]]; then
+		return 1
+	fi
+	if [ "${2:-}" = kvm ] && [ $KVM = 0 ]; then
+		echo "SKIP $NAME: $KVM_WHY"
+		SKIPPED=$((SKIPPED + 1))
+		return 1
+	fi
+	RUNNING=1
+	: >"$TMP/out"
+	: >"$TMP/err"
+	return 0
+}
+
+fail() { WHY="${WHY:+$WHY; }$*"; }
+
+# Indented, truncated copy of a captured file for FAIL reports.
+show() {
+	local f=$1 label=$2
+	if [ -s "$f" ]; then
+		echo "    --- $label ---"
+		tr -d '\r' <"$f" | head -c 3000 | head -n 40 | sed 's/^/    | /'
+	else
+		echo "    --- $label: (empty) ---"
+	fi
+}
+
+end() {
+	[ $RUNNING = 1 ] || return 0
+	if [ -z "$WHY" ]; then
+		echo "PASS $NAME"
+		PASSED=$((PASSED + 1))
+	else
+		echo "FAIL $NAME: $WHY (exit status $RC)"
+		show "$TMP/out" stdout
+		show "$TMP/err" stderr
+		FAILED=$((FAILED + 1))
+	fi
+	RUNNING=0
+}
+
+# ferry ARGS...: runs ferry with stdin from /dev/null, output captured, status in RC.
+# (bad_ferry: the same with the short timeout, for input ferry must refuse up front.)
+TO=$T
+ferry() {
+	timeout -k 5 "$TO" "$FERRY" "$@" </dev/null >"$TMP/out.raw" 2>"$TMP/err"
+	RC=$?
+	tr -d '\r' <"$TMP/out.raw" >"$TMP/out"
+	[ $RC = 124 ] && fail "timed out after ${TO}s"
+	return 0
+}
+bad_ferry() {
+	TO=$T_BAD
+	ferry "$@"
+	TO=$T
+}
+
+# ferry_kvm ARGS...: the same on the KVM engine with the console on stdio.
+ferry_kvm() { ferry run --engine kvm --serial stdio "$@"; }
+
+expect_rc() {
+	[ "$RC" = "$1" ] || fail "expected exit status $1, got $RC"
+}
+expect_rc_nonzero() {
+	[ "$RC" != 0 ] || fail "expected a non-zero exit status"
+}
+# expect_out REGEX...: each extended regex matches a whole line of stdout.
+expect_out() {
+	local re
+	for re in "$@"; do
+		grep -Eq -- "^($re)\$" "$TMP/out" || fail "no stdout line matching /$re/"
+	done
+}
+expect_no_out() {
+	local re
+	for re in "$@"; do
+		! grep -Eq -- "$re" "$TMP/out" || fail "stdout unexpectedly matches /$re/"
+	done
+}
+# expect_err REGEX...: each extended regex (case-insensitive) matches somewhere in stderr.
+expect_err() {
+	local re
+	for re in "$@"; do
+		grep -Eiq -- "$re" "$TMP/err" || fail "stderr does not match /$re/"
+	done
+}
+# One line on stderr, "ferry: ...".
+expect_err_one_line() {
+	local n
+	n=$(wc -l <"$TMP/err")
+	if [ "$n" != 1 ]; then
+		fail "expected exactly one line on stderr, got $n"
+	elif ! grep -q '^ferry: ' "$TMP/err"; then
+		fail "the stderr line does not start with 'ferry: '"
+	fi
+}
+expect_err_empty() {
+	[ ! -s "$TMP/err" ] || fail "stderr is not empty"
+}
+expect_count() { # expect_count REGEX N: exactly N stdout lines match
+	local n
+	n=$(grep -Ec -- "^($1)\$" "$TMP/out")
+	[ "$n" = "$2" ] || fail "expected $2 stdout lines matching /$1/, got $n"
+}
+
+# Polls until stdout (file $TMP/out.raw) has at least N lines matching REGEX, or S seconds pass.
+wait_for_lines() {
+	local re=$1 n=$2 s=$3 i=0
+	while [ $i -lt $((s * 20)) ]; do
+		[ "$(tr -d '\r' <"$TMP/out.raw" | grep -Ec -- "$re")" -ge "$n" ] && return 0
+		[ -n "$BGPID" ] && ! kill -0 "$BGPID" 2>/dev/null && break
+		sleep 0.05
+		i=$((i + 1))
+	done
+	[ "$(tr -d '\r' <"$TMP/out.raw" | grep -Ec -- "$re")" -ge "$n" ]
+}
+
+# ---- command line, no VM needed ----
+
+if begin help; then
+	bad_ferry --help
+	expect_rc 0
+	expect_out 'usage: ferry run --kernel FILE.*'
+	expect_err_empty
+	end
+fi
+
+if begin version; then
+	bad_ferry version
+	expect_rc 0
+	expect_out 'ferry [0-9]+\.[0-9]+.*'
+	end
+fi
+
+if begin no-arguments; then
+	ferry
+	expect_rc 2
+	end
+fi
+
+if begin unknown-command; then
+	bad_ferry frobnicate
+	expect_rc 2
+	expect_err '^ferry: '
+	end
+fi
+
+if begin unknown-option; then
+	bad_ferry run --kernel "$G/mb_test.elf" --frobnicate
+	expect_rc 2
+	expect_err_one_line
+	expect_err 'frobnicate'
+	end
+fi
+
+if begin run-without-kernel; then
+	bad_ferry run --engine kvm
+	expect_rc 2
+	expect_err_one_line
+	expect_err 'kernel'
+	end
+fi
+
+for m in 0 99999999G abc 12Q -5; do
+	if begin "memory-size-$m"; then
+		bad_ferry run --engine kvm --kernel "$G/mb_test.elf" -m "$m"
+		expect_rc 2
+		expect_err_one_line
+		end
+	fi
+done
+
+for n in 0 -1 x; do
+	if begin "smp-$n"; then
+		bad_ferry run --engine kvm --kernel "$G/mb_test.elf" --smp "$n"
+		expect_rc 2
+		expect_err_one_line
+		end
+	fi
+done
+
+if begin engine-unknown; then
+	bad_ferry run --kernel "$G/mb_test.elf" --engine warp
+	expect_rc 2
+	expect_err_one_line
+	end
+fi
+
+if begin engine-soft-not-built; then
+	bad_ferry run --kernel "$G/mb_test.elf" --engine soft
+	expect_rc_nonzero
+	expect_err_one_line
+	expect_err 'not built yet'
+	end
+fi
+
+if begin serial-unknown kvm; then
+	bad_ferry run --engine kvm --kernel "$G/mb_test.elf" --serial carrier-pigeon
+	expect_rc 2
+	expect_err_one_line
+	end
+fi
+
+if begin option-missing-value; then
+	bad_ferry run --engine kvm --kernel
+	expect_rc 2
+	expect_err '^ferry: '
+	end
+fi
+
+# ---- bad input files (loaded before the VM starts; KVM engine requested explicitly) ----
+
+if begin kernel-missing kvm; then
+	bad_ferry run --engine kvm --kernel "$TMP/no-such-kernel"
+	expect_rc 2
+	expect_err_one_line
+	expect_err 'no-such-kernel'
+	end
+fi
+
+if begin kernel-not-a-kernel kvm; then
+	bad_ferry run --engine kvm --kernel /etc/passwd
+	expect_rc 2
+	expect_err_one_line
+	end
+fi
+
+if begin kernel-empty kvm; then
+	: >"$TMP/empty"
+	bad_ferry run --engine kvm --kernel "$TMP/empty"
+	expect_rc 2
+	expect_err_one_line
+	end
+fi
+
+if begin kernel-directory kvm; then
+	bad_ferry run --engine kvm --kernel "$TMP"
+	expect_rc 2
+	expect_err_one_line
+	end
+fi
+
+if begin initrd-missing kvm; then
+	bad_ferry run --engine kvm --kernel "$G/mb_test.elf" --initrd "$TMP/no-such-initrd"
+	expect_rc 2
+	expect_err_one_line
+	expect_err 'no-such-initrd'
+	end
+fi
+
+for n in 600 1100 2000; do
+	if begin "bzimage-truncated-$n" kvm; then
+		head -c $n "$G/bzimage_test.bin" >"$TMP/bz-trunc"
+		bad_ferry run --engine kvm --kernel "$TMP/bz-trunc"
+		expect_rc 2
+		expect_err_one_line
+		end
+	fi
+done
+
+if begin bzimage-bad-setup-sects kvm; then
+	# setup_sects (0x1f1) = 200: the setup area would run past the end of the file.
+	cp "$G/bzimage_test.bin" "$TMP/bz-bad"
+	printf '\310' | dd of="$TMP/bz-bad" bs=1 seek=$((0x1f1)) conv=notrunc status=none
+	bad_ferry run --engine kvm --kernel "$TMP/bz-bad"
+	expect_rc 2
+	expect_err_one_line
+	end
+fi
+
+if begin multiboot-elf64-refused kvm; then
+	# Multiboot takes ELF32 only (as QEMU); the ELF64 build of mb_test has no PVH note.
+	bad_ferry run --engine kvm --kernel "$G/mb_test.elf64"
+	expect_rc 2
+	expect_err_one_line
+	end
+fi
+
+if begin elf-truncated kvm; then
+	head -c 5000 "$G/pvh_test.elf" >"$TMP/pvh-trunc"
+	bad_ferry run --engine kvm --kernel "$TMP/pvh-trunc"
+	expect_rc 2
+	expect_err_one_line
+	end
+fi
+
+# ---- guests on the KVM engine ----
+
+if begin multiboot kvm; then
+	ferry_kvm --kernel "$G/mb_test.elf" --initrd "$TMP/initrd" --append "hello mb exit=5" -m 256M --smp 2
+	expect_rc 11
+	expect_out 'magic ok, flags 0x[0-9a-f]+' 'fw_cfg: 2 cpus, ram 256 MiB' 'mem_upper ok' \
+		"cmdline: '(.* )?hello mb exit=5'" 'modules: 1' \
+		"module 0 at 0x[0-9a-f]+ size $INITRD_SIZE" 'module 0 first line: hello initrd line' \
+		'mmap entries: [1-9][0-9]*, ram 25[0-9] MiB' 'mb_test ok' 'exiting with 5'
+	# The CMOS RTC tells the host's date (UTC or local; either year around New Year).
+	expect_out "rtc: ($(date -u +%Y)|$(date +%Y))-[01][0-9]-[0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-5][0-9]"
+	expect_no_out 'FAIL'
+	end
+fi
+
+if begin multiboot-no-initrd kvm; then
+	ferry_kvm --kernel "$G/mb_test.elf" --append "exit=0"
+	expect_rc 1
+	expect_out 'fw_cfg: 1 cpus, ram 256 MiB' 'modules: 0' 'mb_test ok'
+	end
+fi
+
+if begin memory-size-reaches-guest kvm; then
+	ferry_kvm --kernel "$G/mb_test.elf" -m 1G --append "exit=0"
+	expect_rc 1
+	expect_out 'fw_cfg: 1 cpus, ram 1024 MiB' 'mem_upper ok' 'mb_test ok'
+	end
+fi
+
+if begin pvh kvm; then
+	ferry_kvm --kernel "$G/pvh_test.elf" --initrd "$TMP/initrd" --append "hello pvh exit=6"
+	expect_rc 13
+	expect_out 'start_info magic ok, version [0-9]+' "cmdline: 'hello pvh exit=6'" \
+		'memmap entries: [1-9][0-9]*, ram 25[0-9] MiB' 'modules: 1' \
+		"module 0 at 0x[0-9a-f]+ size $INITRD_SIZE" 'module 0 first line: hello initrd line' \
+		'long mode ok' 'exiting with 6'
+	expect_no_out 'FAIL'
+	end
+fi
+
+if begin pvh-no-initrd kvm; then
+	ferry_kvm --kernel "$G/pvh_test.elf" --append "exit=0"
+	expect_rc 1
+	expect_out 'modules: 0' 'long mode ok'
+	end
+fi
+
+if begin bzimage kvm; then
+	ferry_kvm --kernel "$G/bzimage_test.bin" --initrd "$TMP/initrd" --append "console=ttyS0 exit=7"
+	expect_rc 15
+	expect_out 'bzimage_test: 64-bit entry, boot_params at 0x[0-9a-f]+' \
+		'boot protocol 0x20f, type_of_loader 0x[0-9a-f]+, loadflags 0x[0-9a-f]+' \
+		"cmdline: 'console=ttyS0 exit=7'" 'e820 entries: [1-9][0-9]*, ram 25[0-9] MiB' \
+		"initrd at 0x[0-9a-f]+ size $INITRD_SIZE" 'initrd first line: hello initrd line' \
+		'bzimage_test ok' 'exiting with 7'
+	expect_no_out 'FAIL'
+	end
+fi
+
+if begin bzimage-no-initrd kvm; then
+	ferry_kvm --kernel "$G/bzimage_test.bin" --append "exit=0"
+	expect_rc 1
+	expect_out 'initrd at 0x[0-9a-f]+ size 0' 'bzimage_test ok'
+	end
+fi
+
+if begin unmapped-mmio kvm; then
+	ferry_kvm --kernel "$G/mmio_test.elf"
+	expect_rc 4
+	expect_out 'about to touch unmapped MMIO'
+	expect_no_out 'store returned'
+	expect_err_one_line
+	expect_err 'unmapped MMIO' '0x0*d0000000' 'rip'
+	end
+fi
+
+if begin triple-fault kvm; then
+	ferry_kvm --kernel "$G/triple.elf"
+	expect_rc 4
+	expect_out 'triple: loading an empty IDT, then ud2'
+	expect_no_out 'still running'
+	expect_err_one_line
+	expect_err 'triple fault'
+	end
+fi
+
+if begin reset-no-reboot kvm; then
+	ferry_kvm --kernel "$G/reset_test.elf" --no-reboot
+	expect_rc 0
+	expect_count 'boot' 1
+	end
+fi
+
+if begin reset-reboots kvm; then
+	timeout -k 5 "$T" "$FERRY" run --engine kvm --serial stdio --kernel "$G/reset_test.elf" \
+		</dev/null >"$TMP/out.raw" 2>"$TMP/err" &
+	BGPID=$!
+	if wait_for_lines '^boot' 3 30; then
+		kill "$BGPID" 2>/dev/null
+		wait "$BGPID" 2>/dev/null
+		RC=killed
+	else
+		kill "$BGPID" 2>/dev/null
+		wait "$BGPID" 2>/dev/null
+		RC=$?
+		fail "the guest did not boot 3 times within 30 s"
+	fi
+	BGPID=
+	tr -d '\r' <"$TMP/out.raw" >"$TMP/out"
+	end
+fi
+
+if begin smp kvm; then
+	ferry_kvm --kernel "$G/smp_test.elf" --smp 2
+	expect_rc 1
+	expect_out 'smp_test: 2 cpus per fw_cfg, bsp apic id 0' 'MP table: 2 cpus' 'cpu 1 up' 'all 2 cpus up'
+	expect_no_out 'FAIL'
+	end
+fi
+
+if begin smp-one-cpu kvm; then
+	ferry_kvm --kernel "$G/smp_test.elf" --smp 1
+	expect_rc 1
+	expect_out 'MP table: 1 cpus' 'all 1 cpus up'
+	end
+fi
+
+if begin cpl3-native kvm; then
+	start=$(date +%s)
+	ferry_kvm --kernel "$G/cpl3_test.elf"
+	secs=$(($(date +%s) - start))
+	expect_rc 1
+	expect_out 'back at CPL 0 from cs 0x2b \(CPL 3\) via (int 0x80|#UD on int 0x80|#GP on int 0x80)' 'cpl3 result (0x[0-9a-f]+), expected \2' 'cpl3 ok'
+	# 10^7 loop iterations: native at CPL 3 is milliseconds; emulated would be far slower.
+	[ $secs -le 20 ] || fail "took ${secs}s: the CPL 3 loop did not run natively"
+	end
+fi
+
+if begin demo-exit kvm; then
+	ferry_kvm --kernel "$G/demo.elf" --append "demo-exit" --no-reboot --smp 2 -m 128M
+	expect_rc 0
+	expect_out '  ferry demo guest' 'cpus: 2' 'ram: 128 MiB' 'cmdline: (.* )?demo-exit' 'demo-exit: powering off'
+	end
+fi
+
+if begin demo-shell kvm; then
+	# Types into the shell through a FIFO, waiting for each prompt: exercises UART receive
+	# interrupts through the 8259 PIC.
+	mkfifo "$TMP/in"
+	timeout -k 5 "$T" "$FERRY" run --engine kvm --serial stdio --kernel "$G/demo.elf" \
+		--append "shell test" <"$TMP/in" >"$TMP/out.raw" 2>"$TMP/err" &
+	BGPID=$!
+	exec 3>"$TMP/in"
+	n=0
+	for line in 'help' 'echo hello  world' $'ecx\x7fho bs' 'info' 'bogus' 'exit 3'; do
+		n=$((n + 1))
+		if ! wait_for_lines 'ferry> ' $n 20; then
+			fail "no prompt #$n"
+			kill "$BGPID" 2>/dev/null
+			break
+		fi
+		printf '%s\r' "$line" >&3
+	done
+	wait "$BGPID"
+	RC=$?
+	exec 3>&-
+	BGPID=
+	tr -d '\r' <"$TMP/out.raw" >"$TMP/out"
+	expect_rc 7
+	expect_out 'ferry> help' '  echo TEXT .*' 'ferry> echo hello  world' 'hello  world' 'bs' \
+		'cpus: 1' 'cmdline: (.* )?shell test' "unknown command 'bogus' \(try help\)" 'exit 3'
+	end
+fi
+
+if begin serial-file kvm; then
+	ferry run --engine kvm --serial "file:$TMP/console.txt" --kernel "$G/mb_test.elf" --append "exit=0"
+	cp "$TMP/out" "$TMP/stdout.txt"
+	tr -d '\r' <"$TMP/console.txt" >"$TMP/out" 2>/dev/null
+	expect_rc 1
+	expect_out 'mb_test ok' 'exiting with 0'
+	grep -q 'mb_test' "$TMP/stdout.txt" && fail "the console also went to stdout"
+	end
+fi
+
+if begin serial-none kvm; then
+	ferry run --engine kvm --serial none --kernel "$G/mb_test.elf" --append "exit=2"
+	expect_rc 5
+	expect_no_out 'mb_test'
+	end
+fi
+
+echo
+if [ $SKIPPED -gt 0 ]; then
+	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+else
+	echo "$PASSED passed, $FAILED failed"
+fi
+[ $FAILED = 0 ]
