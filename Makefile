@@ -30,7 +30,6 @@ $(BUILD)/%.o: %.c
 $(BUILD)/ferry: $(BUILD)/src/main.o $(LIB_OBJS)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-	@ln -sf $(BUILD)/ferry ferry 2>/dev/null || true
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -43,8 +42,10 @@ guests:
 	$(MAKE) -C tests/guests
 
 # Boots the bundled demo guest on the KVM engine (the soft engine is not built yet).
-run: all
-	./$(BUILD)/ferry run --engine kvm --kernel tests/guests/build/demo.elf --append "hello from make run"
+run:
+	./scripts/setup.sh
+	$(MAKE) all
+	./$(BUILD)/ferry run --engine kvm --kernel tests/guests/build/demo.elf --no-reboot
 
 # The whole suite: unit + integration tests, then again under ASan+UBSan, then a short fuzz pass.
 test:
@@ -62,7 +63,9 @@ fuzz:
 fuzz-long:
 	$(MAKE) -C tests/fuzz run SECONDS=$${SECONDS_FUZZ:-600}
 
-bench: $(BUILD)/ferry guests
+bench:
+	./scripts/setup.sh --bench
+	$(MAKE) $(BUILD)/ferry guests
 	./bench/bench.sh $(BUILD)/ferry
 
 format:
@@ -76,7 +79,7 @@ lint:
 		--suppress=missingIncludeSystem -D__x86_64__ -Isrc src
 
 clean:
-	rm -rf build build-* ferry
+	rm -rf build build-*
 	$(MAKE) -C tests/guests clean
 	$(MAKE) -C tests/fuzz clean
 

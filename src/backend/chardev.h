@@ -19,7 +19,7 @@ typedef void (*chardev_quit_fn)(void *opaque);
 struct chardev *chardev_open(const char *spec, char *err, size_t err_len);
 void chardev_close(struct chardev *c); /* restores the terminal */
 void chardev_set_handlers(struct chardev *c, chardev_receive_fn rx, chardev_quit_fn quit,
-                          void *opaque);
+			  void *opaque);
 /* Starts the input thread (if the backend has input). */
 int chardev_start(struct chardev *c);
 void chardev_write(struct chardev *c, const uint8_t *buf, size_t len);

@@ -523,7 +523,7 @@ static void test_bzimage_rejects(void **state)
 	REJECT((o.relocatable = 0, o.pref = UINT64_MAX - 16), "pref_address");
 	REJECT(o.align = 0x300000, "power of two");
 	REJECT(o.hdr_len_byte = 0x20, "header length");
-	REJECT(o.syssize_adjust = 1, "truncated");          /* one paragraph missing */
+	REJECT(o.syssize_adjust = 1, "truncated");           /* one paragraph missing */
 	REJECT(o.syssize_adjust = 0xf0000000u, "truncated"); /* absurd size: no overflow */
 	REJECT(o.pm_len = 70 * MIB, "init_size"); /* protected-mode part larger than RAM */
 #undef REJECT

@@ -94,9 +94,21 @@ static void seg_to_kvm(struct kvm_segment *d, const struct cpu_segment *s)
 /* KVM's regs order differs from the SDM encoding order that cpu_state uses. */
 #define REGS_MAP(X)                                                                                \
 	X(RAX, rax)                                                                                \
-	X(RCX, rcx) X(RDX, rdx) X(RBX, rbx) X(RSP, rsp) X(RBP, rbp) X(RSI, rsi) X(RDI, rdi)        \
-	    X(R8, r8) X(R9, r9) X(R10, r10) X(R11, r11) X(R12, r12) X(R13, r13) X(R14, r14)        \
-		X(R15, r15)
+	X(RCX, rcx)                                                                                \
+	X(RDX, rdx)                                                                                \
+	X(RBX, rbx)                                                                                \
+	X(RSP, rsp)                                                                                \
+	X(RBP, rbp)                                                                                \
+	X(RSI, rsi)                                                                                \
+	X(RDI, rdi)                                                                                \
+	X(R8, r8)                                                                                  \
+	X(R9, r9)                                                                                  \
+	X(R10, r10)                                                                                \
+	X(R11, r11)                                                                                \
+	X(R12, r12)                                                                                \
+	X(R13, r13)                                                                                \
+	X(R14, r14)                                                                                \
+	X(R15, r15)
 
 static struct kvm_segment *sregs_seg(struct kvm_sregs *s, int i)
 {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what ferry's build and tests need, from Debian's packages. Safe to run repeatedly:
+# it asks apt only when something is missing.
+set -euo pipefail
+pkgs=(build-essential clang libclang-rt-14-dev llvm libcmocka-dev binutils pkg-config
+      clang-format cppcheck util-linux)
+[ "${1:-}" = "--bench" ] && pkgs+=(qemu-system-x86 time)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "setup: missing packages: ${missing[*]} (run as root, or install them)" >&2
+		exit 1
+	fi
+	echo "setup: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
