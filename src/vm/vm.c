@@ -65,6 +65,23 @@ static uint64_t vcpu_rip(struct vcpu *cpu)
 	return rip;
 }
 
+/* Where a stopped vCPU was: for -v, so a user who stops a guest that seems stuck sees where. */
+static void log_vcpu_position(struct vcpu *cpu)
+{
+	struct cpu_state *st = malloc(sizeof(*st));
+	if (st && cpu->vm->engine->get_state(cpu, st) == 0)
+		log_info("vcpu %u stopped at rip 0x%llx (cs 0x%x, cr0 0x%llx, efer 0x%llx, rflags "
+			 "0x%llx, "
+			 "%s)",
+			 cpu->id, (unsigned long long)st->rip, st->seg[SEG_CS].selector,
+			 (unsigned long long)st->cr0, (unsigned long long)st->efer,
+			 (unsigned long long)st->rflags,
+			 st->mp_state == MP_WAIT_FOR_SIPI ? "waiting for SIPI"
+			 : st->mp_state == MP_HALTED      ? "halted"
+							  : "running");
+	free(st);
+}
+
 /* Port I/O. An unclaimed port behaves as on a PC's ISA bus: reads float high, writes vanish.
  * Guests probe absent hardware this way, so it is not an error; -v shows each port once. */
 static void handle_io(struct vcpu *cpu, struct vm_exit *ex)
@@ -331,5 +348,8 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			pthread_join(vm->vcpus[i].thread, NULL);
 			vm->vcpus[i].thread_started = false;
 		}
+	if (log_verbose)
+		for (unsigned i = 0; i < vm->nvcpus; i++)
+			log_vcpu_position(&vm->vcpus[i]);
 	return (enum vm_stop_reason)atomic_load(&vm->stop_reason);
 }
