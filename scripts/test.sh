@@ -2,7 +2,7 @@
 # The whole test suite (what `make test` and CI run):
 #   1. build with gcc, unit + integration tests
 #   2. the same under ASan+UBSan
-#   3. a clang build (warnings are errors), format and cppcheck checks
+#   3. a clang build (warnings are errors), clang-format, cppcheck and clang-tidy checks
 #   4. a short fuzz pass over the kernel loaders
 # Ends with one line "N passed, N failed" over everything.
 set -uo pipefail
@@ -55,6 +55,7 @@ suite "asan+ubsan" build-asan SAN=1 CFLAGS="-O1 -g"
 check "clang build" make -s -j"$jobs" CC=clang BUILD=build-clang build-clang/ferry unit-bins
 check "clang-format" make -s format-check
 check "cppcheck" make -s lint
+check "clang-tidy" make -s tidy
 mkdir -p build
 echo "== fuzz (kernel loaders, ${FUZZ_SECONDS:-20} s)"
 make -s fuzz SECONDS_FUZZ="${FUZZ_SECONDS:-20}" 2>&1 | tail -5 | tee build/fuzz.log

@@ -345,9 +345,7 @@ static void translate(struct chardev *c, const uint8_t *in, size_t n, uint8_t *o
 		uint8_t b = in[i];
 		uint8_t emit[2];
 		size_t ne = 0;
-		if (c->kind != CD_STDIO) {
-			emit[ne++] = b;
-		} else if (c->escape) {
+		if (c->kind == CD_STDIO && c->escape) {
 			c->escape = false;
 			switch (b) {
 			case 'x':
@@ -367,7 +365,7 @@ static void translate(struct chardev *c, const uint8_t *in, size_t n, uint8_t *o
 				emit[ne++] = CTRL_A;
 				emit[ne++] = b;
 			}
-		} else if (b == CTRL_A) {
+		} else if (c->kind == CD_STDIO && b == CTRL_A) {
 			c->escape = true;
 		} else {
 			emit[ne++] = b;

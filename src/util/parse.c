@@ -23,9 +23,9 @@ int parse_uint(const char *s, uint64_t *out)
 	return parse_digits(&s, out) < 0 || *s ? -1 : 0;
 }
 
-static int unit_shift(char c)
+static int unit_shift(int c)
 {
-	switch (toupper((unsigned char)c)) {
+	switch (toupper(c)) {
 	case 'B':
 		return 0;
 	case 'K':
@@ -46,13 +46,13 @@ int parse_size(const char *s, char default_unit, uint64_t *out)
 	uint64_t v;
 	if (parse_digits(&s, &v) < 0)
 		return -1;
-	int shift = unit_shift(*s ? *s : default_unit);
+	int shift = unit_shift(*s ? (unsigned char)*s : (unsigned char)default_unit);
 	if (shift < 0)
 		return -1;
 	if (*s) {
 		s++;
 		/* Accept 256M, 256MB, 256MiB; nothing else may follow. */
-		if (*s && strcasecmp(s, "B") && strcasecmp(s, "iB"))
+		if (*s && strcasecmp(s, "B") != 0 && strcasecmp(s, "iB") != 0)
 			return -1;
 	}
 	if (shift && v > (UINT64_MAX >> shift))

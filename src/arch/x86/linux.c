@@ -74,7 +74,8 @@ static int parse_header(const struct boot_params_in *in, struct bzimage *bz, cha
 {
 	const uint8_t *img = in->kernel;
 	size_t len = in->kernel_len;
-	if (len < 0x206 || boot_rd16(img + 0x1fe) != 0xaa55 || memcmp(img + 0x202, "HdrS", 4))
+	bz->img = img;
+	if (len < 0x206 || boot_rd16(img + 0x1fe) != 0xaa55 || memcmp(img + 0x202, "HdrS", 4) != 0)
 		return set_err(err, err_len, "no Linux boot header");
 	if (len < HDR_MIN_END)
 		return set_err(err, err_len, "Linux boot header is truncated");
@@ -112,7 +113,6 @@ static int parse_header(const struct boot_params_in *in, struct bzimage *bz, cha
 	bz->cmdline_size = boot_rd32(img + HDR_CMDLINE_SIZE);
 	/* initrd_addr_max is the last byte the initrd may occupy. */
 	bz->initrd_limit = (uint64_t)boot_rd32(img + HDR_INITRD_ADDR_MAX) + 1;
-	bz->img = img;
 	return 0;
 }
 

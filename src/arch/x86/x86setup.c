@@ -77,12 +77,12 @@ static int write_page_tables(struct guest_mem *mem, uint64_t pt_gpa)
 	uint64_t *pt = gmem_ptr(mem, pt_gpa, PT_PAGES * PAGE_SIZE);
 	if (!pt || pt_gpa % PAGE_SIZE)
 		return -1;
-	memset(pt, 0, PT_PAGES * PAGE_SIZE);
+	memset(pt, 0, (size_t)PT_PAGES * PAGE_SIZE);
 	uint64_t *pml4 = pt, *pdpt = pt + 512, *pd = pt + 1024;
 	pml4[0] = (pt_gpa + PAGE_SIZE) | PTE_P | PTE_RW;
 	for (unsigned i = 0; i < PD_COUNT; i++)
 		pdpt[i] = (pt_gpa + (2 + i) * PAGE_SIZE) | PTE_P | PTE_RW;
-	for (uint64_t i = 0; i < PD_COUNT * 512; i++)
+	for (uint64_t i = 0; i < (uint64_t)PD_COUNT * 512; i++)
 		pd[i] = (i << 21) | PTE_P | PTE_RW | PTE_PS;
 	return 0;
 }
