@@ -2,7 +2,7 @@
 # Installs what ferry's build and tests need, from Debian's packages. Safe to run repeatedly:
 # it asks apt only when something is missing.
 set -euo pipefail
-pkgs=(build-essential clang libclang-rt-14-dev llvm libcmocka-dev binutils pkg-config
+pkgs=(build-essential clang libclang-rt-14-dev llvm libcmocka-dev libzydis-dev binutils pkg-config
       clang-format clang-tidy cppcheck util-linux)
 [ "${1:-}" = "--bench" ] && pkgs+=(qemu-system-x86 time)
 missing=()

@@ -8,7 +8,7 @@ struct idt_gate {
 	uint32_t off2, zero;
 } __attribute__((packed));
 
-extern const uint64_t isr_table[49];
+extern const uint64_t isr_table[65]; /* vectors 0-63, then 0x80 */
 extern uint64_t gdt[];
 
 static struct idt_gate idt[256] __attribute__((aligned(16)));
@@ -33,9 +33,9 @@ static void set_gate(unsigned vec, uint64_t fn, unsigned dpl)
 
 void idt_init(void)
 {
-	for (unsigned v = 0; v < 48; v++)
+	for (unsigned v = 0; v < 64; v++)
 		set_gate(v, isr_table[v], 0);
-	set_gate(0x80, isr_table[48], 0);
+	set_gate(0x80, isr_table[64], 0);
 	struct {
 		uint16_t limit;
 		uint64_t base;
@@ -46,7 +46,7 @@ void idt_init(void)
 void idt_set_handler(unsigned vec, irq_handler_t h, unsigned dpl)
 {
 	handlers[vec] = h;
-	set_gate(vec, isr_table[vec == 0x80 ? 48 : vec], dpl);
+	set_gate(vec, isr_table[vec == 0x80 ? 64 : vec], dpl);
 }
 
 void isr_dispatch(struct irq_frame *f);

@@ -1,4 +1,4 @@
-/* ferry test guests: 64-bit interrupt entry stubs for vectors 0-47 and 0x80. Each pushes
+/* ferry test guests: 64-bit interrupt entry stubs for vectors 0-63 and 0x80. Each pushes
  * (error code or 0, vector), saves the caller-saved registers and calls isr_dispatch(frame). */
 	.code64
 	.altmacro
@@ -16,7 +16,7 @@ isr_\vec:
 	.endm
 
 	.set v, 0
-	.rept 48
+	.rept 64
 	STUB %v
 	.set v, v + 1
 	.endr
@@ -55,7 +55,7 @@ isr_table:
 	.macro REF vec
 	.quad isr_\vec
 	.endm
-	.rept 48
+	.rept 64
 	REF %v
 	.set v, v + 1
 	.endr

@@ -4,19 +4,14 @@
 #include "multiboot.h"
 #include "rt.h"
 
-static unsigned cmos(uint8_t reg)
-{
-	outb(0x70, reg);
-	return inb(0x71);
-}
-
 /* Prints the CMOS RTC's date and time (the test compares the year with the host's). */
 static void print_rtc(void)
 {
-	for (int i = 0; i < 1000 && (cmos(0x0a) & 0x80); i++) /* update in progress */
+	for (int i = 0; i < 1000 && (cmos_read(0x0a) & 0x80); i++) /* update in progress */
 		cpu_relax();
-	unsigned v[6] = {cmos(0x09), cmos(0x08), cmos(0x07), cmos(0x04), cmos(0x02), cmos(0x00)};
-	unsigned b = cmos(0x0b);
+	unsigned v[6] = {cmos_read(0x09), cmos_read(0x08), cmos_read(0x07),
+			 cmos_read(0x04), cmos_read(0x02), cmos_read(0x00)};
+	unsigned b = cmos_read(0x0b);
 	if (b == 0xff && v[0] == 0xff) {
 		puts("rtc: none (CMOS reads 0xff)\n");
 		return;

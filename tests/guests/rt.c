@@ -31,6 +31,12 @@ uint64_t fwcfg_ram_size(void)
 	return n;
 }
 
+unsigned cmos_read(uint8_t reg)
+{
+	outb(0x70, reg);
+	return inb(0x71);
+}
+
 void halt_forever(void)
 {
 	for (;;)

@@ -57,10 +57,35 @@ static inline uint64_t rdtsc(void)
 #define FW_CFG_RAM_SIZE  0x03
 #define FW_CFG_NB_CPUS   0x05
 
+/* Local APIC (xAPIC, at its reset address) registers. */
+#define LAPIC            0xfee00000ull
+#define LAPIC_ID         0x20
+#define LAPIC_EOI        0xb0
+#define LAPIC_SVR        0xf0
+#define LAPIC_ICR_LO     0x300
+#define LAPIC_ICR_HI     0x310
+#define LAPIC_LVT_TIMER  0x320
+#define LAPIC_TIMER_INIT 0x380
+#define LAPIC_TIMER_DIV  0x3e0
+
 void fwcfg_read(uint16_t key, void *buf, size_t len);
 unsigned fwcfg_ncpus(void);
 uint64_t fwcfg_ram_size(void);
 int fwcfg_present(void); /* signature "QEMU" */
+/* Reads a CMOS/RTC register (ports 0x70/0x71, NMI left enabled). */
+unsigned cmos_read(uint8_t reg);
+
+struct cpuid_regs {
+	uint32_t a, b, c, d;
+};
+static inline struct cpuid_regs cpuid(uint32_t leaf, uint32_t subleaf)
+{
+	struct cpuid_regs r;
+	__asm__ volatile("cpuid"
+			 : "=a"(r.a), "=b"(r.b), "=c"(r.c), "=d"(r.d)
+			 : "a"(leaf), "c"(subleaf));
+	return r;
+}
 
 /* Writes v to the debug-exit port (the VMM ends with status (v << 1) | 1) and stops. */
 __attribute__((noreturn)) void vm_exit(uint8_t v);
@@ -98,7 +123,9 @@ struct irq_frame {
 	uint64_t rip, cs, rflags, rsp, ss;
 };
 typedef void (*irq_handler_t)(struct irq_frame *f);
-/* Loads an IDT whose vectors 0-47 and 0x80 go to C; unset exceptions print and exit(0x7d). */
+/* Loads an IDT whose vectors 0-63 and 0x80 go to C (0x20-0x2f: the PIC, after pic_init); a
+ * vector without a handler is acknowledged and ignored if it is the PIC's, else printed, then
+ * exit(0x7d). */
 void idt_init(void);
 void idt_set_handler(unsigned vec, irq_handler_t h, unsigned dpl);
 /* Installs the TSS (RSP0 = kernel stack top for interrupts from CPL 3). */

@@ -468,6 +468,45 @@ if begin smp-one-cpu kvm; then
 	end
 fi
 
+for n in 1 2 3; do
+	if begin "cpuid-smp-$n" kvm; then
+		# The CPUID model (src/engine/kvm/kvm_cpuid.c) as every CPU sees it: APIC IDs, CPU
+		# count, topology leaves, hypervisor bit and signature, no VMX/SVM.
+		ferry_kvm --kernel "$G/smp_test.elf" --smp "$n" --append cpuid
+		expect_rc 1
+		expect_out "cpuid: max leaf 0x[0-9a-f]+, max extended leaf 0x[0-9a-f]+, vendor '.*', hypervisor 'KVMKVMKVM'" \
+			"all $n cpus up"
+		for ((i = 0; i < n; i++)); do
+			expect_out "cpu $i cpuid ok"
+		done
+		expect_no_out 'FAIL'
+		end
+	fi
+done
+
+if begin timer kvm; then
+	# PIT channel 0 at 100 Hz through the 8259, hlt between ticks: the 20 tick intervals take
+	# 0.2 s of real time (the rest of the run is milliseconds).
+	start=$(date +%s%N)
+	ferry_kvm --kernel "$G/timer_test.elf"
+	ms=$((($(date +%s%N) - start) / 1000000))
+	expect_rc 1
+	expect_out 'timer: 20 ticks' 'tsc per tick: [1-9][0-9]* \(min [0-9]+, max [0-9]+\)' 'timer_test ok'
+	expect_no_out 'FAIL'
+	[ $ms -ge 150 ] || fail "the run took ${ms} ms: 20 ticks at 100 Hz are 200 ms"
+	[ $ms -lt 5000 ] || fail "the run took ${ms} ms: 20 ticks at 100 Hz are 200 ms"
+	end
+fi
+
+if begin timer-rtc kvm; then
+	# The guest counts PIT ticks between two changes of the CMOS RTC's seconds (host time).
+	ferry_kvm --kernel "$G/timer_test.elf" --append rtc
+	expect_rc 1
+	expect_out 'timer: 20 ticks' 'rtc: [0-9]+ ticks in one RTC second \([0-9]+ TSC cycles\)' 'timer_test ok'
+	expect_no_out 'FAIL'
+	end
+fi
+
 if begin cpl3-native kvm; then
 	start=$(date +%s)
 	ferry_kvm --kernel "$G/cpl3_test.elf"

@@ -2,6 +2,7 @@
  * offer, with the topology of this VM (one package, one thread per core, smp cores) and the
  * hypervisor bit, identical on every vCPU except for the APIC ID. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -59,15 +60,46 @@ static void fix_entry(struct kvm_cpuid_entry2 *e, unsigned apic_id, unsigned ncp
 	}
 }
 
+static bool has_entry(const struct kvm_cpuid2 *c, uint32_t function, uint32_t index)
+{
+	for (unsigned i = 0; i < c->nent; i++)
+		if (c->entries[i].function == function && c->entries[i].index == index)
+			return true;
+	return false;
+}
+
+/* Extended topology leaves need their SMT, core and terminating subleaves: some hosts' KVM
+ * lists only subleaf 0, and a guest would then read the core level (and its x2APIC ID) as
+ * zeros. fix_entry() fills in their values. */
+static void add_topology_subleaves(struct kvm_cpuid2 *c, unsigned room)
+{
+	static const uint32_t leaves[] = {0xb, 0x1f};
+	for (size_t l = 0; l < sizeof(leaves) / sizeof(leaves[0]); l++) {
+		if (!has_entry(c, leaves[l], 0))
+			continue;
+		for (uint32_t sub = 1; sub <= 2 && room; sub++)
+			if (!has_entry(c, leaves[l], sub)) {
+				c->entries[c->nent++] = (struct kvm_cpuid_entry2){
+				    .function = leaves[l],
+				    .index = sub,
+				    .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+				};
+				room--;
+			}
+	}
+}
+
 int kvm_cpuid_setup(struct vcpu *cpu, const struct kvm_vm *kv)
 {
+	enum { EXTRA = 4 };
 	const struct kvm_cpuid2 *sup = kv->supported_cpuid;
 	size_t bytes = sizeof(*sup) + sup->nent * sizeof(sup->entries[0]);
-	struct kvm_cpuid2 *c = malloc(bytes);
+	struct kvm_cpuid2 *c = malloc(bytes + EXTRA * sizeof(sup->entries[0]));
 	struct kvm_vcpu *kc = cpu->engine_data;
 	if (!c)
 		return -1;
 	memcpy(c, sup, bytes);
+	add_topology_subleaves(c, EXTRA);
 	for (unsigned i = 0; i < c->nent; i++)
 		fix_entry(&c->entries[i], cpu->id, cpu->vm->nvcpus);
 	int rc = ioctl(kc->fd, KVM_SET_CPUID2, c);

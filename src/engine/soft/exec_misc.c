@@ -1,0 +1,8 @@
+/* Instruction group "misc": being written. */
+#include <Zydis/Zydis.h>
+
+#include "engine/soft/soft.h"
+
+void soft_register_misc(void)
+{
+}

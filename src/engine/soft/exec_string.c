@@ -1,0 +1,8 @@
+/* Instruction group "string": being written. */
+#include <Zydis/Zydis.h>
+
+#include "engine/soft/soft.h"
+
+void soft_register_string(void)
+{
+}
