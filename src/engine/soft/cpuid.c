@@ -95,7 +95,7 @@ void soft_cpuid(const struct soft_cpu *c, uint32_t leaf, uint32_t subleaf, uint3
 	case 0x80000002u:
 	case 0x80000003u:
 	case 0x80000004u: {
-		const char *p = brand + (leaf - 0x80000002u) * 16;
+		const char *p = brand + (size_t)(leaf - 0x80000002u) * 16;
 		memcpy(&a, p, 4);
 		memcpy(&b, p + 4, 4);
 		memcpy(&cx, p + 8, 4);

@@ -64,8 +64,8 @@ static uint64_t compute(const struct soft_cpu *c)
 		of = (a & sb) != 0; /* defined for a count of 1: the original sign */
 		break;
 	case LF_SAR: {
-		int64_t sa = (int64_t)sign_extend(a, bits / 8);
-		cf = (b < 64 ? (uint64_t)(sa >> (b - 1)) : (uint64_t)(sa >> 63)) & 1;
+		/* The last bit shifted out; past the width, copies of the sign bit. */
+		cf = b <= bits ? (a >> (b - 1)) & 1 : (a & sb) != 0;
 		of = false;
 		break;
 	}
