@@ -9,9 +9,11 @@ for t in "$build"/tests/unit/test_*; do
 	out=$("$t" 2>&1)
 	rc=$?
 	echo "$out" | grep -Ev '^\[ (RUN|      OK) ' || true
-	p=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-	f=$(echo "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
-	s=$(echo "$out" | sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' | tail -1)
+	# A binary may run several cmocka groups: add up every group's summary.
+	sum() { echo "$out" | sed -n "s/^\[  $1 *\] \([0-9]*\) test.*/\1/p" | awk '{s += $1} END {if (NR) print s}'; }
+	p=$(sum PASSED)
+	f=$(sum FAILED)
+	s=$(sum SKIPPED)
 	passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${s:-0}))
 	# A crash or a non-zero exit with no cmocka summary still counts as a failure.
 	if [ $rc -ne 0 ] && [ -z "$f" ]; then

@@ -30,9 +30,12 @@ const struct engine_ops *engine_select(enum engine_choice choice, char *err, siz
 			 choice == ENGINE_KVM ? "kvm" : "soft");
 	}
 	if (choice == ENGINE_SOFT) {
+		/* The soft engine exists behind the seam but runs user-level code only: booting a
+		 * kernel needs its system mode (exception delivery, interrupts, 32-bit modes). */
 		set_err(
 		    err, err_len,
-		    "the soft engine is not built yet; use --engine kvm on a host with /dev/kvm");
+		    "the soft engine runs user-level code only so far (system mode, needed to boot "
+		    "a kernel, is not built yet); use --engine kvm on a host with /dev/kvm");
 		return NULL;
 	}
 	/* Whether /dev/kvm can be used is found out when the VM is created, after the kernel and

@@ -80,5 +80,6 @@ const struct engine_ops *engine_select(enum engine_choice choice, char *err, siz
 bool engine_host_has_hw_virt(void);
 
 extern const struct engine_ops kvm_engine;
+extern const struct engine_ops soft_engine;
 
 #endif

@@ -84,20 +84,37 @@ static void log_vcpu_position(struct vcpu *cpu)
 
 /* Port I/O. An unclaimed port behaves as on a PC's ISA bus: reads float high, writes vanish.
  * Guests probe absent hardware this way, so it is not an error; -v shows each port once. */
-static void handle_io(struct vcpu *cpu, struct vm_exit *ex)
+void vm_pio(struct vcpu *cpu, uint16_t port, uint8_t *data, unsigned size, bool write)
 {
 	static _Atomic uint8_t reported[65536 / 8];
+	if (bus_access(&cpu->vm->pio, port, data, size, write) == 0)
+		return;
+	if (!write)
+		memset(data, 0xff, size);
+	uint8_t bit = (uint8_t)(1u << (port % 8));
+	if (log_verbose && !(atomic_fetch_or(&reported[port / 8], bit) & bit))
+		log_info("vcpu %u: %s of unclaimed port 0x%x", cpu->id, write ? "write" : "read",
+			 port);
+}
+
+/* MMIO outside RAM and every device range stops the VM: ferry does not guess what a guest
+ * meant by it. */
+int vm_mmio(struct vcpu *cpu, uint64_t addr, uint8_t *data, unsigned size, bool write)
+{
+	if (bus_access(&cpu->vm->mmio, addr, data, size, write) == 0)
+		return 0;
+	vm_stop(cpu->vm, VM_STOP_ERROR, FERRY_EXIT_GUEST,
+		"vcpu %u: %s of %u bytes at unmapped MMIO address 0x%llx, guest rip 0x%llx",
+		cpu->id, write ? "write" : "read", size, (unsigned long long)addr,
+		(unsigned long long)vcpu_rip(cpu));
+	return -1;
+}
+
+static void handle_io(struct vcpu *cpu, struct vm_exit *ex)
+{
 	uint8_t *p = ex->io.data;
-	for (uint32_t i = 0; i < ex->io.count; i++, p += ex->io.size) {
-		if (bus_access(&cpu->vm->pio, ex->io.port, p, ex->io.size, ex->io.write) == 0)
-			continue;
-		if (!ex->io.write)
-			memset(p, 0xff, ex->io.size);
-		uint8_t bit = (uint8_t)(1u << (ex->io.port % 8));
-		if (log_verbose && !(atomic_fetch_or(&reported[ex->io.port / 8], bit) & bit))
-			log_info("vcpu %u: %s of unclaimed port 0x%x", cpu->id,
-				 ex->io.write ? "write" : "read", ex->io.port);
-	}
+	for (uint32_t i = 0; i < ex->io.count; i++, p += ex->io.size)
+		vm_pio(cpu, ex->io.port, p, ex->io.size, ex->io.write);
 }
 
 static void handle_exit(struct vcpu *cpu, struct vm_exit *ex)

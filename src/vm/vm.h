@@ -84,6 +84,11 @@ void vm_stop(struct vm *vm, enum vm_stop_reason why, int status, const char *fmt
     __attribute__((format(printf, 4, 5)));
 bool vm_stopping(const struct vm *vm);
 void vm_add_device(struct vm *vm, struct device *dev);
+/* The machine's I/O as a vCPU sees it: engines that exit to the VM get it through their exits;
+ * an engine that executes in the VM's process (soft) calls these directly. vm_mmio returns -1
+ * (and stops the VM) when nothing is mapped at addr. */
+void vm_pio(struct vcpu *cpu, uint16_t port, uint8_t *data, unsigned size, bool write);
+int vm_mmio(struct vcpu *cpu, uint64_t addr, uint8_t *data, unsigned size, bool write);
 /* Raise or lower an interrupt line (a GSI); routed through the engine's interrupt controller. */
 void vm_irq_line(struct vm *vm, unsigned gsi, int level);
 

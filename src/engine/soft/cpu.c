@@ -30,6 +30,7 @@ void soft_page_fault(struct soft_cpu *c, uint64_t addr, uint32_t error)
 {
 	c->exc_addr = addr;
 	c->cr2 = addr;
+	soft_stats.page_faults++;
 	soft_fault(c, EXC_PF, error);
 }
 

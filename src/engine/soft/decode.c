@@ -47,6 +47,7 @@ void soft_decode_init(void)
 	soft_register_misc();
 	soft_register_sse();
 	soft_register_x87();
+	soft_register_io();
 }
 
 const char *soft_mnemonic_name(unsigned mnemonic)

@@ -202,6 +202,11 @@ struct soft_mem_ops {
 	/* Host pointer for the guest-physical page holding gpa, or NULL if it is not RAM. *writable
 	 * tells whether writes may go straight to it. Called on TLB misses only. */
 	void *(*page_ptr)(void *opaque, uint64_t gpa, enum mem_access acc, bool *writable);
+	/* System mode: an access to guest-physical memory that is not RAM (size 1, 2, 4 or 8).
+	 * Returns 0, or -1 when nothing answers there (the VM is then stopping). NULL: no MMIO. */
+	int (*mmio)(void *opaque, uint64_t gpa, uint8_t *data, unsigned size, bool write);
+	/* System mode: port I/O of one element. */
+	void (*pio)(void *opaque, uint16_t port, uint8_t *data, unsigned size, bool write);
 	void *opaque;
 };
 
@@ -242,7 +247,8 @@ struct soft_cpu {
 	uint32_t mxcsr;
 	struct x87 fpu;
 
-	bool user_mode; /* ferry-user: syscalls and faults return to the caller */
+	bool user_mode;     /* ferry-user: syscalls and faults return to the caller */
+	bool wait_for_sipi; /* an application processor after INIT */
 	enum soft_exit exit;
 	int exc_vector;
 	uint32_t exc_error;
@@ -253,6 +259,8 @@ struct soft_cpu {
 	uint64_t insn_start;   /* RIP of the instruction being executed */
 	uint64_t tlb_gen;      /* bumped by every TLB flush: virtual-address caches check it */
 	char fail_msg[160];
+	uint64_t *dirty_bitmap; /* one bit per guest-physical page written, when logging */
+	uint64_t dirty_pages;   /* pages the bitmap covers */
 
 	struct soft_mem_ops mem;
 	struct soft_cache *cache;
@@ -280,6 +288,11 @@ void soft_fxrstor_image(struct soft_cpu *c, const uint8_t in[512]);
 
 void soft_tlb_flush(struct soft_cpu *c);
 void soft_tlb_flush_page(struct soft_cpu *c, uint64_t va);
+/* Dirty-page logging: every write to guest-physical page p sets bit p of bitmap (pages bits
+ * long; NULL stops logging). After the owner reads and clears the bitmap it calls
+ * soft_dirty_rearm so the next write to each page is seen again. */
+void soft_dirty_log(struct soft_cpu *c, uint64_t *bitmap, uint64_t pages);
+void soft_dirty_rearm(struct soft_cpu *c);
 /* Decoded code now lives on gpa_page: no TLB entry may let writes reach it directly. */
 void soft_tlb_protect_code_page(struct soft_cpu *c, uint64_t gpa_page);
 /* TLB miss: translate, check, fill; returns the host pointer for va, or faults. An access
@@ -489,6 +502,7 @@ void soft_register_muldiv(void);
 void soft_register_misc(void);
 void soft_register_sse(void);
 void soft_register_x87(void);
+void soft_register_io(void);
 
 struct soft_cache *soft_cache_create(void);
 void soft_cache_destroy(struct soft_cache *cache);
@@ -504,7 +518,9 @@ void soft_cpuid(const struct soft_cpu *c, uint32_t leaf, uint32_t subleaf, uint3
 
 /* Statistics, for ferry's -v output and the benchmark. */
 struct soft_stats {
-	uint64_t blocks_decoded, insns_decoded, block_invalidations, tlb_misses;
+	uint64_t blocks_decoded, insns_decoded, block_invalidations;
+	uint64_t tlb_misses;  /* "hidden" faults: refills the guest never sees */
+	uint64_t page_faults; /* "true" faults: #PF delivered to the guest */
 };
 extern struct soft_stats soft_stats;
 
