@@ -24,9 +24,12 @@ static unsigned page_hash(uint64_t gpa_page)
 	return (unsigned)((gpa_page >> 12) * 0x9e3779b97f4a7c15ull >> (64 - PAGE_HASH_BITS));
 }
 
-struct soft_cache *soft_cache_create(void)
+struct soft_cache *soft_cache_create(uint64_t *epoch)
 {
-	return calloc(1, sizeof(struct soft_cache));
+	struct soft_cache *cache = calloc(1, sizeof(struct soft_cache));
+	if (cache)
+		cache->epoch = epoch;
+	return cache;
 }
 
 struct block *soft_cache_find(struct soft_cache *cache, uint64_t gpa, unsigned mode)
@@ -131,7 +134,7 @@ bool soft_cache_invalidate_page(struct soft_cache *cache, uint64_t gpa_page)
 		b = next;
 	}
 	remove_page_entry(cache, gpa_page);
-	cache->gen++;
+	(*cache->epoch)++;
 	return any;
 }
 
@@ -170,7 +173,7 @@ void soft_cache_flush(struct soft_cache *cache)
 		}
 		cache->pages[i] = NULL;
 	}
-	cache->gen++;
+	(*cache->epoch)++;
 }
 
 void soft_cache_destroy(struct soft_cache *cache)

@@ -30,8 +30,8 @@ struct soft_cache {
 	struct block *hash[1u << HASH_BITS];
 	struct page_entry *pages[1u << PAGE_HASH_BITS];
 	struct block *dead; /* dropped, waiting to be freed */
-	uint64_t gen;       /* bumped whenever blocks are dropped: pointers kept elsewhere are
-	                     * stale then */
+	uint64_t *epoch;    /* the CPU's epoch, bumped whenever blocks are dropped: pointers to
+	                     * blocks kept elsewhere are stale then */
 };
 
 struct block *soft_cache_find(struct soft_cache *cache, uint64_t gpa, unsigned mode);

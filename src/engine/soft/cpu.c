@@ -130,7 +130,7 @@ static inline struct block *find_block(struct soft_cpu *c)
 {
 	uint64_t va = c->rip;
 	struct jc_entry *j = &c->jc[(va >> 2) & (JC_SIZE - 1)];
-	if (likely(j->va == va && j->gen == c->cache->gen && j->tlb_gen == c->tlb_gen))
+	if (likely(j->va == va && j->epoch == c->epoch))
 		return j->block;
 	c->insn_start = va;
 	soft_mem(c, va, 1, ACC_EXEC);
@@ -140,7 +140,7 @@ static inline struct block *find_block(struct soft_cpu *c)
 	struct block *b = soft_cache_find(c->cache, gpa, mode);
 	if (!b)
 		b = build_block(c, va, gpa, mode);
-	*j = (struct jc_entry){.va = va, .gen = c->cache->gen, .tlb_gen = c->tlb_gen, .block = b};
+	*j = (struct jc_entry){.va = va, .epoch = c->epoch, .block = b};
 	return b;
 }
 
@@ -168,16 +168,23 @@ static void run_blocks(struct soft_cpu *c)
 		    !between_blocks(c))
 			return;
 		const struct block *b = find_block(c);
-		const struct insn *in = b->insns, *end = in + b->n;
+		uint64_t va = c->rip, epoch = c->epoch;
+		const struct insn *end = b->insns + b->n;
 		if (unlikely(c->icount_limit) && c->icount_limit - c->icount < b->n)
-			end = in + (c->icount_limit - c->icount);
-		c->stop_block = false;
+			end = b->insns + (c->icount_limit - c->icount);
+		/* A block that branches back to its own start (a loop) runs again without a
+		 * lookup, as long as nothing that a lookup would check has changed. */
 		do {
-			c->insn_start = c->rip;
-			c->rip += in->len;
-			c->icount++;
-			in->fn(c, in);
-		} while (++in < end && !c->stop_block);
+			const struct insn *in = b->insns;
+			c->stop_block = false;
+			do {
+				c->insn_start = c->rip;
+				c->rip += in->len;
+				c->icount++;
+				in->fn(c, in);
+			} while (++in < end && !c->stop_block);
+		} while (c->rip == va && !c->stop_block && c->epoch == epoch &&
+			 !(c->exit_request | c->icount_limit));
 	}
 }
 
@@ -218,7 +225,7 @@ struct soft_cpu *soft_cpu_create(const struct soft_mem_ops *mem, bool user_mode)
 	if (!c)
 		return NULL;
 	memset(c, 0, sizeof(*c));
-	c->cache = soft_cache_create();
+	c->cache = soft_cache_create(&c->epoch);
 	if (!c->cache) {
 		free(c);
 		return NULL;

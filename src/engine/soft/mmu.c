@@ -23,7 +23,7 @@ void soft_tlb_flush(struct soft_cpu *c)
 		c->tlb[i].tag_read = c->tlb[i].tag_write = c->tlb[i].tag_exec = TLB_INVALID;
 		c->tlb[i].addend = 0;
 	}
-	c->tlb_gen++;
+	c->epoch++;
 }
 
 void soft_tlb_flush_page(struct soft_cpu *c, uint64_t va)
@@ -32,7 +32,7 @@ void soft_tlb_flush_page(struct soft_cpu *c, uint64_t va)
 	if (e->tag_read == (va & ~0xfffull) || e->tag_write == (va & ~0xfffull) ||
 	    e->tag_exec == (va & ~0xfffull))
 		e->tag_read = e->tag_write = e->tag_exec = TLB_INVALID;
-	c->tlb_gen++;
+	c->epoch++;
 }
 
 void soft_tlb_protect_code_page(struct soft_cpu *c, uint64_t gpa_page)

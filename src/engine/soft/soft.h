@@ -214,9 +214,9 @@ struct soft_cache;
 struct block;
 
 /* The jump cache: the block last run from a virtual address, valid while neither the decoded
- * code (gen) nor the translations (tlb_gen) changed. */
+ * code nor the translations changed (both bump the CPU's epoch). */
 struct jc_entry {
-	uint64_t va, gen, tlb_gen;
+	uint64_t va, epoch;
 	struct block *block;
 };
 #define JC_SIZE 4096
@@ -257,7 +257,8 @@ struct soft_cpu {
 	                         * of it when soft_cpu_run returns */
 	uint64_t icount_limit; /* icount at which the current run stops (0: none) */
 	uint64_t insn_start;   /* RIP of the instruction being executed */
-	uint64_t tlb_gen;      /* bumped by every TLB flush: virtual-address caches check it */
+	uint64_t epoch; /* bumped by every TLB flush and every drop of decoded code: caches keyed
+	                 * by virtual address check it */
 	char fail_msg[160];
 	uint64_t *dirty_bitmap; /* one bit per guest-physical page written, when logging */
 	uint64_t dirty_pages;   /* pages the bitmap covers */
@@ -504,7 +505,8 @@ void soft_register_sse(void);
 void soft_register_x87(void);
 void soft_register_io(void);
 
-struct soft_cache *soft_cache_create(void);
+/* A cache bumps *epoch whenever it drops blocks. */
+struct soft_cache *soft_cache_create(uint64_t *epoch);
 void soft_cache_destroy(struct soft_cache *cache);
 /* Drops every decoded block (e.g. when the mode changes how bytes decode). */
 void soft_cache_flush(struct soft_cache *cache);
