@@ -24,6 +24,12 @@
 typedef unsigned __int128 u128;
 typedef __int128 s128;
 
+/* Guest memory accesses may be misaligned (x86 allows it): host loads and stores through these
+ * types say so, as C requires (and UBSan checks); on x86-64 they are plain moves. */
+typedef uint16_t u16_unaligned __attribute__((aligned(1), may_alias));
+typedef uint32_t u32_unaligned __attribute__((aligned(1), may_alias));
+typedef uint64_t u64_unaligned __attribute__((aligned(1), may_alias));
+
 struct soft_cpu;
 struct insn;
 
@@ -328,11 +334,11 @@ static inline uint64_t soft_load(struct soft_cpu *c, uint64_t va, unsigned size)
 		case 1:
 			return *(const uint8_t *)p;
 		case 2:
-			return *(const uint16_t *)p;
+			return *(const u16_unaligned *)p;
 		case 4:
-			return *(const uint32_t *)p;
+			return *(const u32_unaligned *)p;
 		default:
-			return *(const uint64_t *)p;
+			return *(const u64_unaligned *)p;
 		}
 	}
 	return soft_load_slow(c, va, size);
@@ -348,13 +354,13 @@ static inline void soft_store(struct soft_cpu *c, uint64_t va, uint64_t v, unsig
 			*(uint8_t *)p = (uint8_t)v;
 			return;
 		case 2:
-			*(uint16_t *)p = (uint16_t)v;
+			*(u16_unaligned *)p = (uint16_t)v;
 			return;
 		case 4:
-			*(uint32_t *)p = (uint32_t)v;
+			*(u32_unaligned *)p = (uint32_t)v;
 			return;
 		default:
-			*(uint64_t *)p = v;
+			*(u64_unaligned *)p = v;
 			return;
 		}
 	}
