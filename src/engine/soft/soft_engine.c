@@ -170,7 +170,7 @@ static int soft_dirty_log_enable(struct vm *vm, bool enable)
 	free(sv->dirty);
 	sv->dirty = NULL;
 	if (enable) {
-		sv->dirty = calloc((pages + 63) / 64, 8);
+		sv->dirty = calloc(pages / 64 + 1, 8);
 		if (!sv->dirty)
 			return -1;
 	}
