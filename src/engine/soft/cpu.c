@@ -44,6 +44,18 @@ void soft_fail(struct soft_cpu *c, const char *fmt, ...)
 	soft_exit(c, SOFT_EXIT_FAIL);
 }
 
+const struct insn *soft_current_insn(const struct soft_cpu *c)
+{
+	const struct block *b = c->cur_block;
+	if (!b)
+		return NULL;
+	uint64_t pc = c->cur_block_va;
+	for (unsigned i = 0; i < b->n; pc += b->insns[i].len, i++)
+		if (pc == c->insn_start)
+			return &b->insns[i];
+	return NULL;
+}
+
 /* Unimplemented instructions are logged once per address, with their bytes, so gaps are found
  * by reading a log rather than by a crash. */
 void soft_unimplemented(struct soft_cpu *c, const struct insn *in)
@@ -169,6 +181,8 @@ static void run_blocks(struct soft_cpu *c)
 			return;
 		const struct block *b = find_block(c);
 		uint64_t va = c->rip, epoch = c->epoch;
+		c->cur_block = b;
+		c->cur_block_va = va;
 		const struct insn *end = b->insns + b->n;
 		if (unlikely(c->icount_limit) && c->icount_limit - c->icount < b->n)
 			end = b->insns + (c->icount_limit - c->icount);
@@ -321,6 +335,7 @@ void soft_cpu_get_state(struct soft_cpu *c, struct cpu_state *st)
 	st->dr7 = c->dr7;
 	st->xcr0 = c->xcr0 ? c->xcr0 : 1;
 	soft_fxsave_image(c, st->xsave);
+	st->xsave[512] = 0x3; /* XSTATE_BV: the x87 and SSE state are in the image, not at init */
 	for (size_t i = 0; i < sizeof(msr_fields) / sizeof(msr_fields[0]); i++)
 		cpu_state_set_msr(st, msr_fields[i].index,
 				  *(const uint64_t *)((const uint8_t *)c + msr_fields[i].off));

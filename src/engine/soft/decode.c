@@ -48,6 +48,7 @@ void soft_decode_init(void)
 	soft_register_sse();
 	soft_register_x87();
 	soft_register_io();
+	soft_register_system();
 }
 
 const char *soft_mnemonic_name(unsigned mnemonic)
@@ -259,6 +260,10 @@ int soft_decode(struct soft_cpu *c, uint64_t va, unsigned mode, struct insn *in,
 	if (has_condition(&zi))
 		in->cc = zi.opcode & 0xf;
 	fill_operands(in, &zi, zo);
+	for (unsigned i = zi.operand_count_visible; i < zi.operand_count; i++)
+		if (zo[i].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+		    zo[i].mem.segment == ZYDIS_REGISTER_SS)
+			in->prefix |= INSN_STACK;
 
 	const struct op_entry *e = &ops[zi.mnemonic];
 	in->fn = e->select ? e->select(in) : e->fn;

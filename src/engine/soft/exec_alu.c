@@ -1,130 +1,1521 @@
-/* Integer data movement and arithmetic: mov, add/sub/and/or/xor/cmp/test, inc/dec. */
+/* Integer data movement and arithmetic: mov (and movzx/movsx/movsxd, moves of segment
+ * registers), xchg/xadd/cmpxchg/cmpxchg8b/cmpxchg16b, bswap, lea, the two-operand ALU
+ * operations, neg/not/inc/dec, push/pop (also of flags, segment registers and all registers),
+ * the sign extensions of the accumulator, cmovcc/setcc, the flag instructions, xlat and the
+ * NOP family.
+ *
+ * The forms compiled code runs most (register-register and register-immediate at 32 and 64
+ * bits, loads and stores through simple addresses, lea, push/pop r64, cmovcc) get handlers of
+ * their own, picked at decode time, that decide nothing at run time. Everything else goes
+ * through generic handlers. LOCK-prefixed read-modify-writes are host atomics on the guest
+ * page, so they are atomic against other vCPUs and the host. */
 #include <Zydis/Zydis.h>
+#include <pthread.h>
+#include <string.h>
 
+#include "engine/soft/exec_alu.h"
 #include "engine/soft/soft.h"
+
+/* RFLAGS bits this file needs beyond soft.h's. */
+#define FLAG_IOPL (3u << 12)
+#define FLAG_NT   (1u << 14)
+#define FLAG_RF   (1u << 16)
+#define FLAG_VM   (1u << 17)
+#define FLAG_AC   (1u << 18)
+#define FLAG_ID   (1u << 21)
+/* The flags LAHF and SAHF move. */
+#define FLAGS_LAHF (FL_SF | FL_ZF | FL_AF | FL_PF | FL_CF)
+
+#define RSP_REF    ((gpr_ref)(GPR_RSP * 8))
+#define RAX_REF    ((gpr_ref)(GPR_RAX * 8))
+#define RCX_REF    ((gpr_ref)(GPR_RCX * 8))
+#define RDX_REF    ((gpr_ref)(GPR_RDX * 8))
+#define RBX_REF    ((gpr_ref)(GPR_RBX * 8))
+#define AH_REF     ((gpr_ref)(GPR_RAX * 8 + 1))
+
+/* ---- small helpers --------------------------------------------------------------------------- */
+
+/* A 32- or 64-bit register (their refs are 8-aligned) as a whole 64-bit slot. */
+static inline uint64_t *reg64(struct soft_cpu *c, gpr_ref r)
+{
+	return (uint64_t *)((uint8_t *)c->gpr + r);
+}
+
+static inline bool mode64(const struct soft_cpu *c)
+{
+	return (c->efer & EFER_LMA) && c->seg[SEG_CS].l;
+}
+
+static inline unsigned cpl(const struct soft_cpu *c)
+{
+	return c->seg[SEG_CS].dpl;
+}
+
+static inline unsigned iopl(const struct soft_cpu *c)
+{
+	return (unsigned)(c->rflags >> 12) & 3;
+}
+
+static inline bool canonical(uint64_t va)
+{
+	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
+}
+
+/* Host-side loads and stores of guest data: memcpy, because guest accesses need not be
+ * aligned. */
+static inline uint64_t host_load(const void *p, unsigned size)
+{
+	uint64_t v = 0;
+	memcpy(&v, p, size);
+	return v;
+}
+
+static inline void host_store(void *p, uint64_t v, unsigned size)
+{
+	memcpy(p, &v, size);
+}
+
+/* Whether an access hits the soft TLB and stays within its page; *p is then its host pointer.
+ * Hot handlers try this inline and leave everything else to a slow path they tail-call, so
+ * the fast path needs no stack frame. */
+static inline bool tlb_hit(struct soft_cpu *c, uint64_t va, unsigned size, enum mem_access acc,
+			   void **p)
+{
+	const struct tlb_entry *e = &c->tlb[(va >> 12) & (TLB_SIZE - 1)];
+	uint64_t tag = acc == ACC_WRITE ? e->tag_write : e->tag_read;
+	*p = (void *)(va + e->addend);
+	return likely(tag == (va & ~0xfffull)) && likely((va & 0xfff) <= 0x1000 - size);
+}
+
+/* The lazy-flags record of an operation whose flags need the inputs. */
+static inline void lf_rec(struct soft_cpu *c, unsigned op, uint64_t res, uint64_t a, uint64_t b)
+{
+	c->lf.op = op;
+	c->lf.res = res;
+	c->lf.src1 = a;
+	c->lf.src2 = b;
+}
+
+/* Logic operations: the flags depend on the result alone. */
+static inline void lf_logic(struct soft_cpu *c, unsigned op, uint64_t res)
+{
+	c->lf.op = op;
+	c->lf.res = res;
+}
+
+/* CF without materializing the other flags when the last operation makes that cheap: ADC/SBB
+ * chains and INC/DEC loops then never compute flags they do not need. */
+static inline uint64_t carry_in(struct soft_cpu *c)
+{
+	unsigned op = c->lf.op & ~3u;
+	uint64_t m = size_mask(1u << (c->lf.op & 3));
+	switch (op) {
+	case LF_ADD:
+		return (c->lf.res & m) < (c->lf.src1 & m);
+	case LF_SUB:
+		return (c->lf.src1 & m) < (c->lf.src2 & m);
+	case LF_LOGIC:
+		return 0;
+	case LF_INC:
+	case LF_DEC:
+		return c->lf.src3 != 0;
+	default:
+		return (soft_flags(c) & FL_CF) != 0;
+	}
+}
+
+/* The source operand i at operand size sz: immediates are already sign-extended by the
+ * decoder, and their own operand size may be smaller than sz (imm8 forms). */
+static inline uint64_t src_read(struct soft_cpu *c, const struct insn *in, unsigned i, unsigned sz)
+{
+	if (in->op[i].kind == OPK_IMM)
+		return in->imm & size_mask(sz);
+	return opnd_read(c, in, i);
+}
+
+/* ---- the stack ------------------------------------------------------------------------------ */
+
+/* Width of the stack pointer: RSP in 64-bit mode, else ESP or SP by SS.B. */
+static inline unsigned stack_width(const struct soft_cpu *c)
+{
+	return mode64(c) ? 8 : c->seg[SEG_SS].db ? 4 : 2;
+}
+
+/* The linear address of stack offset sp. Outside 64-bit mode SS has a base. */
+static inline uint64_t stack_linear(const struct soft_cpu *c, uint64_t sp, unsigned sw)
+{
+	if (sw == 8)
+		return sp;
+	return (uint32_t)(c->seg[SEG_SS].base + (sp & size_mask(sw)));
+}
+
+/* Stack accesses with a non-canonical address raise #SS rather than #GP. Only a TLB miss can
+ * see one (a tag never matches a non-canonical address), so the check costs nothing on hits. */
+static inline void stack_check(struct soft_cpu *c, uint64_t va, enum mem_access acc)
+{
+	const struct tlb_entry *e = &c->tlb[(va >> 12) & (TLB_SIZE - 1)];
+	uint64_t tag = acc == ACC_WRITE ? e->tag_write : e->tag_read;
+	if (tag != (va & ~0xfffull) && !canonical(va) && (c->efer & EFER_LMA))
+		soft_fault(c, EXC_SS, 0);
+}
+
+static inline uint64_t stack_load(struct soft_cpu *c, uint64_t va, unsigned size)
+{
+	stack_check(c, va, ACC_READ);
+	return soft_load(c, va, size);
+}
+
+static inline void stack_store(struct soft_cpu *c, uint64_t va, uint64_t v, unsigned size)
+{
+	stack_check(c, va, ACC_WRITE);
+	soft_store(c, va, v, size);
+}
+
+/* Pushes v (size bytes); memory is written before RSP changes so a fault leaves RSP alone. */
+static void push_val(struct soft_cpu *c, uint64_t v, unsigned size)
+{
+	unsigned sw = stack_width(c);
+	uint64_t sp = (c->gpr[GPR_RSP] - size) & size_mask(sw);
+	stack_store(c, stack_linear(c, sp, sw), v, size);
+	gpr_write(c, RSP_REF, sp, sw);
+}
+
+/* The value on top of the stack and the stack pointer after popping it (not yet written). */
+static uint64_t pop_peek(struct soft_cpu *c, unsigned size, uint64_t *new_sp)
+{
+	unsigned sw = stack_width(c);
+	uint64_t sp = c->gpr[GPR_RSP] & size_mask(sw);
+	uint64_t v = stack_load(c, stack_linear(c, sp, sw), size);
+	*new_sp = sp + size;
+	return v;
+}
+
+static inline void sp_write(struct soft_cpu *c, uint64_t sp)
+{
+	gpr_write(c, RSP_REF, sp, stack_width(c));
+}
+
+/* ---- atomics ----------------------------------------------------------------------------------- */
+
+/* The read-modify-write operations, for the generic handlers and the atomic helpers. */
+enum alu_op {
+	OP_ADD,
+	OP_ADC,
+	OP_SUB,
+	OP_SBB,
+	OP_AND,
+	OP_OR,
+	OP_XOR,
+	OP_CMP,
+	OP_TEST,
+	OP_NEG,
+	OP_NOT,
+	OP_INC,
+	OP_DEC,
+	OP_XCHG,
+};
+
+static inline uint64_t alu_calc(unsigned op, uint64_t a, uint64_t b, uint64_t carry)
+{
+	switch (op) {
+	case OP_ADD:
+		return a + b;
+	case OP_ADC:
+		return a + b + carry;
+	case OP_SUB:
+	case OP_CMP:
+		return a - b;
+	case OP_SBB:
+		return a - b - carry;
+	case OP_AND:
+	case OP_TEST:
+		return a & b;
+	case OP_OR:
+		return a | b;
+	case OP_XOR:
+		return a ^ b;
+	case OP_NEG:
+		return -a;
+	case OP_NOT:
+		return ~a;
+	case OP_INC:
+		return a + 1;
+	case OP_DEC:
+		return a - 1;
+	default: /* OP_XCHG */
+		return b;
+	}
+}
+
+/* One host atomic per operation where the host has one, else a compare-exchange loop. Each
+ * returns the old value. */
+#define DEFINE_ATOMIC_RMW(bits)                                                                    \
+	static uint64_t atomic_rmw##bits(void *p, unsigned op, uint64_t b, uint64_t carry)         \
+	{                                                                                          \
+		uint##bits##_t *q = p, v = (uint##bits##_t)b, old, nv;                             \
+		switch (op) {                                                                      \
+		case OP_ADD:                                                                       \
+			return __atomic_fetch_add(q, v, __ATOMIC_SEQ_CST);                         \
+		case OP_SUB:                                                                       \
+			return __atomic_fetch_sub(q, v, __ATOMIC_SEQ_CST);                         \
+		case OP_AND:                                                                       \
+			return __atomic_fetch_and(q, v, __ATOMIC_SEQ_CST);                         \
+		case OP_OR:                                                                        \
+			return __atomic_fetch_or(q, v, __ATOMIC_SEQ_CST);                          \
+		case OP_XOR:                                                                       \
+			return __atomic_fetch_xor(q, v, __ATOMIC_SEQ_CST);                         \
+		case OP_NOT:                                                                       \
+			return __atomic_fetch_xor(q, (uint##bits##_t) ~0ull, __ATOMIC_SEQ_CST);    \
+		case OP_INC:                                                                       \
+			return __atomic_fetch_add(q, 1, __ATOMIC_SEQ_CST);                         \
+		case OP_DEC:                                                                       \
+			return __atomic_fetch_sub(q, 1, __ATOMIC_SEQ_CST);                         \
+		case OP_XCHG:                                                                      \
+			return __atomic_exchange_n(q, v, __ATOMIC_SEQ_CST);                        \
+		default:                                                                           \
+			old = __atomic_load_n(q, __ATOMIC_RELAXED);                                \
+			do {                                                                       \
+				nv = (uint##bits##_t)alu_calc(op, old, b, carry);                  \
+			} while (!__atomic_compare_exchange_n(q, &old, nv, true, __ATOMIC_SEQ_CST, \
+							      __ATOMIC_RELAXED));                  \
+			return old;                                                                \
+		}                                                                                  \
+	}
+
+DEFINE_ATOMIC_RMW(8)
+DEFINE_ATOMIC_RMW(16)
+DEFINE_ATOMIC_RMW(32)
+DEFINE_ATOMIC_RMW(64)
+
+/* A locked access that crosses a page has no single host pointer: it is done under this
+ * mutex, so it is atomic against other split locked accesses but not against aligned ones
+ * (guests essentially never lock across pages). */
+static pthread_mutex_t split_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A LOCK-prefixed read-modify-write of size bytes at va; returns the old value. */
+static uint64_t locked_rmw(struct soft_cpu *c, uint64_t va, unsigned size, unsigned op, uint64_t b,
+			   uint64_t carry)
+{
+	void *p = soft_mem(c, va, size, ACC_WRITE);
+	if (unlikely(!p)) {
+		/* soft_mem found both pages writable and filled the TLB for them, so nothing
+		 * below can fault while the mutex is held. */
+		pthread_mutex_lock(&split_lock);
+		uint64_t old = soft_load(c, va, size);
+		soft_store(c, va, alu_calc(op, old, b, carry), size);
+		pthread_mutex_unlock(&split_lock);
+		return old;
+	}
+	switch (size) {
+	case 1:
+		return atomic_rmw8(p, op, b, carry);
+	case 2:
+		return atomic_rmw16(p, op, b, carry);
+	case 4:
+		return atomic_rmw32(p, op, b, carry);
+	default:
+		return atomic_rmw64(p, op, b, carry);
+	}
+}
+
+/* A read-modify-write without LOCK; returns the old value. Write access is checked before the
+ * read, as CPUs do: a read-only or missing page gives a write fault. */
+static uint64_t plain_rmw(struct soft_cpu *c, uint64_t va, unsigned size, unsigned op, uint64_t b,
+			  uint64_t carry)
+{
+	void *p = soft_mem(c, va, size, ACC_WRITE);
+	uint64_t old;
+	if (likely(p != NULL)) {
+		old = host_load(p, size);
+		host_store(p, alu_calc(op, old, b, carry), size);
+	} else {
+		old = soft_load(c, va, size);
+		soft_store(c, va, alu_calc(op, old, b, carry), size);
+	}
+	return old;
+}
+
+/* Compare-exchange of size bytes at va: returns the old value; memory holds desired if that
+ * equals expected. Always written, as on hardware (a read-only page faults either way). */
+static uint64_t locked_cmpxchg(struct soft_cpu *c, uint64_t va, unsigned size, uint64_t expected,
+			       uint64_t desired)
+{
+	void *p = soft_mem(c, va, size, ACC_WRITE);
+	if (unlikely(!p)) {
+		pthread_mutex_lock(&split_lock);
+		uint64_t old = soft_load(c, va, size);
+		soft_store(c, va, old == expected ? desired : old, size);
+		pthread_mutex_unlock(&split_lock);
+		return old;
+	}
+	switch (size) {
+	case 1: {
+		uint8_t e = (uint8_t)expected;
+		__atomic_compare_exchange_n((uint8_t *)p, &e, (uint8_t)desired, false,
+					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		return e;
+	}
+	case 2: {
+		uint16_t e = (uint16_t)expected;
+		__atomic_compare_exchange_n((uint16_t *)p, &e, (uint16_t)desired, false,
+					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		return e;
+	}
+	case 4: {
+		uint32_t e = (uint32_t)expected;
+		__atomic_compare_exchange_n((uint32_t *)p, &e, (uint32_t)desired, false,
+					    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		return e;
+	}
+	default: {
+		uint64_t e = expected;
+		__atomic_compare_exchange_n((uint64_t *)p, &e, desired, false, __ATOMIC_SEQ_CST,
+					    __ATOMIC_SEQ_CST);
+		return e;
+	}
+	}
+}
+
+/* ---- mov ------------------------------------------------------------------------------------ */
 
 static void h_mov(struct soft_cpu *c, const struct insn *in)
 {
-	opnd_write(c, in, 0, opnd_read(c, in, 1));
+	opnd_write(c, in, 0, src_read(c, in, 1, in->op[0].size));
 }
 
-/* mov r64, r64: the hottest form, with nothing to decide at run time. */
 static void h_mov_r64_r64(struct soft_cpu *c, const struct insn *in)
 {
-	*(uint64_t *)((uint8_t *)c->gpr + in->op[0].reg) =
-	    *(const uint64_t *)((const uint8_t *)c->gpr + in->op[1].reg);
+	*reg64(c, in->op[0].reg) = *reg64(c, in->op[1].reg);
+}
+
+static void h_mov_r32_r32(struct soft_cpu *c, const struct insn *in)
+{
+	*reg64(c, in->op[0].reg) = (uint32_t)*reg64(c, in->op[1].reg);
+}
+
+static void h_mov_r64_imm(struct soft_cpu *c, const struct insn *in)
+{
+	*reg64(c, in->op[0].reg) = in->imm;
+}
+
+static void h_mov_r32_imm(struct soft_cpu *c, const struct insn *in)
+{
+	*reg64(c, in->op[0].reg) = (uint32_t)in->imm;
+}
+
+/* The address forms with handlers of their own, all with 64-bit addressing and no FS/GS base:
+ * [base + disp], [base + index * scale + disp], [rip + disp]; anything else goes through
+ * insn_addr. */
+enum addr_form { AF_BD, AF_BISD, AF_RIP, AF_ANY };
+
+static enum addr_form addr_form(const struct insn *in)
+{
+	const struct mem_ref *m = &in->mem;
+	if (m->asize != 8 || m->seg == SEG_FS || m->seg == SEG_GS)
+		return AF_ANY;
+	if (m->rip_rel)
+		return m->index == GPR_NONE && m->base == GPR_NONE ? AF_RIP : AF_ANY;
+	if (m->base == GPR_NONE)
+		return AF_ANY;
+	return m->index == GPR_NONE ? AF_BD : AF_BISD;
+}
+
+#define EA_BD(c, in)   (*reg64(c, (in)->mem.base) + (uint64_t)(in)->mem.disp)
+#define EA_BISD(c, in) (EA_BD(c, in) + (*reg64(c, (in)->mem.index) << (in)->mem.scale))
+#define EA_RIP(c, in)  ((c)->rip + (uint64_t)(in)->mem.disp)
+#define EA_ANY(c, in)  insn_addr(c, in)
+
+/* The slow paths of the hot loads and stores: TLB misses and page-crossing accesses. */
+static __attribute__((noinline)) void load_slow(struct soft_cpu *c, gpr_ref r, uint64_t va,
+						unsigned size)
+{
+	*reg64(c, r) = soft_load(c, va, size); /* zero-extended: a 32-bit load clears the top */
+}
+
+static __attribute__((noinline)) void store_slow(struct soft_cpu *c, uint64_t va, uint64_t v,
+						 unsigned size)
+{
+	soft_store(c, va, v, size);
+}
+
+static inline void load_reg(struct soft_cpu *c, gpr_ref r, uint64_t va, unsigned size)
+{
+	void *p;
+	if (likely(tlb_hit(c, va, size, ACC_READ, &p)))
+		*reg64(c, r) = host_load(p, size);
+	else
+		load_slow(c, r, va, size);
+}
+
+static inline void store_val(struct soft_cpu *c, uint64_t va, uint64_t v, unsigned size)
+{
+	void *p;
+	if (likely(tlb_hit(c, va, size, ACC_WRITE, &p)))
+		host_store(p, v, size);
+	else
+		store_slow(c, va, v, size);
+}
+
+/* mov r64/r32, [mem]; mov [mem], r64/r32; mov [mem], imm32 (sign-extended to 64 bits). */
+#define DEFINE_MOV_MEM(form)                                                                       \
+	static void h_mov_r64_m_##form(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		load_reg(c, in->op[0].reg, EA_##form(c, in), 8);                                   \
+	}                                                                                          \
+	static void h_mov_r32_m_##form(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		load_reg(c, in->op[0].reg, EA_##form(c, in), 4);                                   \
+	}                                                                                          \
+	static void h_mov_m_r64_##form(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		store_val(c, EA_##form(c, in), *reg64(c, in->op[1].reg), 8);                       \
+	}                                                                                          \
+	static void h_mov_m_r32_##form(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		store_val(c, EA_##form(c, in), (uint32_t)*reg64(c, in->op[1].reg), 4);             \
+	}                                                                                          \
+	static void h_mov_m_i64_##form(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		store_val(c, EA_##form(c, in), in->imm, 8);                                        \
+	}                                                                                          \
+	static void h_mov_m_i32_##form(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		store_val(c, EA_##form(c, in), (uint32_t)in->imm, 4);                              \
+	}
+
+DEFINE_MOV_MEM(BD)
+DEFINE_MOV_MEM(BISD)
+DEFINE_MOV_MEM(RIP)
+DEFINE_MOV_MEM(ANY)
+
+/* Handler tables by address form: load r64, load r32, store r64, store r32, store i64, i32. */
+#define MOV_MEM_ROW(form)                                                                          \
+	{                                                                                          \
+		h_mov_r64_m_##form, h_mov_r32_m_##form, h_mov_m_r64_##form, h_mov_m_r32_##form,    \
+		    h_mov_m_i64_##form, h_mov_m_i32_##form                                         \
+	}
+static const insn_fn mov_mem[4][6] = {
+    [AF_BD] = MOV_MEM_ROW(BD),
+    [AF_BISD] = MOV_MEM_ROW(BISD),
+    [AF_RIP] = MOV_MEM_ROW(RIP),
+    [AF_ANY] = MOV_MEM_ROW(ANY),
+};
+
+/* mov r/m, Sreg: the selector; a 32- or 64-bit register destination is zero-extended. */
+static void h_mov_from_seg(struct soft_cpu *c, const struct insn *in)
+{
+	opnd_write(c, in, 0, c->seg[in->op[1].reg].selector);
+}
+
+/* Loads segment register seg with selector sel (mov Sreg, r/m and pop Sreg). Real mode only
+ * needs the base. Protected mode needs descriptor tables, which this engine does not read
+ * yet; what it does handle are the loads user programs make that need no descriptor: in
+ * 64-bit mode, reloading DS, ES or SS with the selector they hold, or a null selector into DS
+ * or ES (their bases and limits are unused in 64-bit mode). */
+static void load_seg(struct soft_cpu *c, const struct insn *in, unsigned seg, uint16_t sel)
+{
+	struct cpu_segment *s = &c->seg[seg];
+	if (!(c->cr0 & CR0_PE)) {
+		s->selector = sel;
+		s->base = (uint64_t)sel << 4;
+		return;
+	}
+	if (mode64(c) && (seg == SEG_DS || seg == SEG_ES || seg == SEG_SS)) {
+		if (sel == s->selector)
+			return;
+		if ((sel & ~3u) == 0) {
+			/* A null SS only at CPL < 3 and with RPL = CPL. */
+			if (seg == SEG_SS && (cpl(c) == 3 || (sel & 3u) != cpl(c)))
+				soft_fault(c, EXC_GP, 0);
+			s->selector = sel;
+			s->unusable = 1;
+			return;
+		}
+	}
+	soft_unimplemented(c, in);
+}
+
+static void h_mov_to_seg(struct soft_cpu *c, const struct insn *in)
+{
+	load_seg(c, in, in->op[0].reg, (uint16_t)opnd_read(c, in, 1));
 }
 
 static insn_fn sel_mov(const struct insn *in)
 {
-	if (in->op[0].kind == OPK_REG && in->op[1].kind == OPK_REG && in->op[0].size == 8)
-		return h_mov_r64_r64;
+	const struct opnd *d = &in->op[0], *s = &in->op[1];
+	unsigned sz = d->size;
+	if (d->kind == OPK_OTHER || s->kind == OPK_OTHER) /* control and debug registers */
+		return soft_select_mov_crdr(in);
+	if (s->kind == OPK_SEG)
+		return h_mov_from_seg;
+	if (d->kind == OPK_SEG)
+		return d->reg == SEG_CS ? NULL : h_mov_to_seg;
+	if (d->kind == OPK_REG && s->kind == OPK_REG)
+		return sz == 8 ? h_mov_r64_r64 : sz == 4 ? h_mov_r32_r32 : h_mov;
+	if (d->kind == OPK_REG && s->kind == OPK_IMM)
+		return sz == 8 ? h_mov_r64_imm : sz == 4 ? h_mov_r32_imm : h_mov;
+	if (sz != 8 && sz != 4)
+		return h_mov;
+	unsigned col = sz == 8 ? 0 : 1;
+	if (d->kind == OPK_REG && s->kind == OPK_MEM)
+		return mov_mem[addr_form(in)][col];
+	if (d->kind == OPK_MEM && s->kind == OPK_REG)
+		return mov_mem[addr_form(in)][2 + col];
+	if (d->kind == OPK_MEM && s->kind == OPK_IMM)
+		return mov_mem[addr_form(in)][4 + col];
 	return h_mov;
 }
 
-/* The binary ALU operations share one shape: dst = dst OP src, flags recorded lazily. */
-#define ALU_OP(name, expr, lf, writes)                                                             \
-	static void h_##name(struct soft_cpu *c, const struct insn *in)                            \
+/* ---- movzx / movsx / movsxd ------------------------------------------------------------------ */
+
+static void h_movzx(struct soft_cpu *c, const struct insn *in)
+{
+	gpr_write(c, in->op[0].reg, opnd_read(c, in, 1), in->op[0].size);
+}
+
+static void h_movsx(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t v = sign_extend(opnd_read(c, in, 1), in->op[1].size);
+	gpr_write(c, in->op[0].reg, v, in->op[0].size);
+}
+
+/* The common ones: to a 32- or 64-bit register (the 32-bit write zero-extends either way). */
+#define DEFINE_EXT(name, type)                                                                     \
+	static void h_##name##_r(struct soft_cpu *c, const struct insn *in)                        \
 	{                                                                                          \
-		unsigned sz = in->op[0].size;                                                      \
-		uint64_t a = opnd_read(c, in, 0);                                                  \
-		uint64_t b =                                                                       \
-		    in->op[1].kind == OPK_IMM ? in->imm & size_mask(sz) : opnd_read(c, in, 1);     \
-		uint64_t r = (expr)&size_mask(sz);                                                 \
-		if (writes)                                                                        \
-			opnd_write(c, in, 0, r);                                                   \
-		lf_set(c, lf, sz, r, a, b);                                                        \
+		type v = (type)gpr_read(c, in->op[1].reg, sizeof(type));                           \
+		uint64_t w = (uint64_t)(int64_t)v;                                                 \
+		if (in->op[0].size == 4)                                                           \
+			w = (uint32_t)w;                                                           \
+		*reg64(c, in->op[0].reg) = w;                                                      \
+	}                                                                                          \
+	static void h_##name##_m(struct soft_cpu *c, const struct insn *in)                        \
+	{                                                                                          \
+		type v = (type)soft_load(c, insn_addr(c, in), sizeof(type));                       \
+		uint64_t w = (uint64_t)(int64_t)v;                                                 \
+		if (in->op[0].size == 4)                                                           \
+			w = (uint32_t)w;                                                           \
+		*reg64(c, in->op[0].reg) = w;                                                      \
 	}
 
-ALU_OP(add, a + b, LF_ADD, 1)
-ALU_OP(sub, a - b, LF_SUB, 1)
-ALU_OP(and, a &b, LF_LOGIC, 1)
-ALU_OP(or, a | b, LF_LOGIC, 1)
-ALU_OP(xor, a ^ b, LF_LOGIC, 1)
-ALU_OP(cmp, a - b, LF_SUB, 0)
-ALU_OP(test, a &b, LF_LOGIC, 0)
+DEFINE_EXT(movzx8, uint8_t)
+DEFINE_EXT(movzx16, uint16_t)
+DEFINE_EXT(movsx8, int8_t)
+DEFINE_EXT(movsx16, int16_t)
+DEFINE_EXT(movsx32, int32_t)
 
-/* INC and DEC keep CF. After another INC/DEC the carry is already in lf.src3, so a loop
- * counter never forces the flags to be computed. */
-static inline uint64_t carry_for_inc_dec(struct soft_cpu *c)
+static insn_fn sel_ext(const struct insn *in, insn_fn generic, const insn_fn fast[2][2])
 {
-	unsigned prev = c->lf.op & ~3u;
-	if (prev == LF_INC || prev == LF_DEC)
-		return c->lf.src3;
-	return soft_flags(c) & FL_CF;
+	unsigned ssz = in->op[1].size;
+	if (in->op[0].size < 4 || ssz >= in->op[0].size || (ssz != 1 && ssz != 2 && ssz != 4))
+		return generic;
+	const insn_fn *f = fast[ssz == 1 ? 0 : 1];
+	return in->op[1].kind == OPK_MEM ? f[1] : f[0];
 }
 
-static void inc_dec(struct soft_cpu *c, const struct insn *in, int delta, unsigned lf)
+static insn_fn sel_movzx(const struct insn *in)
+{
+	static const insn_fn fast[2][2] = {{h_movzx8_r, h_movzx8_m}, {h_movzx16_r, h_movzx16_m}};
+	return sel_ext(in, h_movzx, fast);
+}
+
+static insn_fn sel_movsx(const struct insn *in)
+{
+	static const insn_fn fast[2][2] = {{h_movsx8_r, h_movsx8_m}, {h_movsx16_r, h_movsx16_m}};
+	return sel_ext(in, h_movsx, fast);
+}
+
+/* movsxd r64, r/m32; without REX.W it is a plain 32- or 16-bit move. */
+static insn_fn sel_movsxd(const struct insn *in)
+{
+	if (in->op[0].size == 8 && in->op[1].size == 4)
+		return in->op[1].kind == OPK_MEM ? h_movsx32_m : h_movsx32_r;
+	return h_movsx;
+}
+
+/* ---- the two-operand ALU operations -------------------------------------------------------- */
+
+/* Records the flags of op on size sz. carry: the carry-in of ADC/SBB, the CF INC/DEC keep. */
+static inline void alu_flags(struct soft_cpu *c, unsigned op, unsigned sz, uint64_t r, uint64_t a,
+			     uint64_t b, uint64_t carry)
+{
+	unsigned si = size_index(sz);
+	switch (op) {
+	case OP_ADD:
+		lf_rec(c, LF_ADD + si, r, a, b);
+		break;
+	case OP_ADC:
+		lf_rec(c, LF_ADC + si, r, a, b);
+		c->lf.src3 = carry;
+		break;
+	case OP_SUB:
+	case OP_CMP:
+		lf_rec(c, LF_SUB + si, r, a, b);
+		break;
+	case OP_SBB:
+		lf_rec(c, LF_SBB + si, r, a, b);
+		c->lf.src3 = carry;
+		break;
+	case OP_AND:
+	case OP_OR:
+	case OP_XOR:
+	case OP_TEST:
+		lf_logic(c, LF_LOGIC + si, r);
+		break;
+	case OP_NEG:
+		lf_rec(c, LF_NEG + si, r, a, 0);
+		break;
+	case OP_INC:
+		lf_rec(c, LF_INC + si, r, a, 1);
+		c->lf.src3 = carry;
+		break;
+	case OP_DEC:
+		lf_rec(c, LF_DEC + si, r, a, 1);
+		c->lf.src3 = carry;
+		break;
+	default: /* NOT: no flags */
+		break;
+	}
+}
+
+/* Every form of the ALU operations: op0 is r/m, op1 (if any) r/m or imm. All loads happen
+ * before anything is written. */
+static inline __attribute__((always_inline)) void alu_generic(struct soft_cpu *c,
+							      const struct insn *in, unsigned op)
 {
 	unsigned sz = in->op[0].size;
-	uint64_t carry = carry_for_inc_dec(c);
-	uint64_t a = opnd_read(c, in, 0);
-	uint64_t r = (a + (uint64_t)(int64_t)delta) & size_mask(sz);
-	opnd_write(c, in, 0, r);
-	lf_set(c, lf, sz, r, a, 1);
+	uint64_t m = size_mask(sz), a, b = 0, carry = 0, r;
+	bool writes = op != OP_CMP && op != OP_TEST;
+	if (op == OP_ADC || op == OP_SBB || op == OP_INC || op == OP_DEC)
+		carry = carry_in(c);
+	if (in->op[0].kind == OPK_MEM) {
+		uint64_t va = insn_addr(c, in);
+		if (in->nops > 1)
+			b = src_read(c, in, 1, sz);
+		if (!writes)
+			a = soft_load(c, va, sz);
+		else if (in->prefix & PFX_LOCK)
+			a = locked_rmw(c, va, sz, op, b, carry);
+		else
+			a = plain_rmw(c, va, sz, op, b, carry);
+		r = alu_calc(op, a, b, carry) & m;
+	} else {
+		if (in->nops > 1)
+			b = src_read(c, in, 1, sz);
+		a = gpr_read(c, in->op[0].reg, sz);
+		r = alu_calc(op, a, b, carry) & m;
+		if (writes)
+			gpr_write(c, in->op[0].reg, r, sz);
+	}
+	alu_flags(c, op, sz, r, a, b, carry);
+}
+
+/* The hot register forms of the operations that need no carry-in. */
+#define DEFINE_ALU_FAST(name, OPER, LFOP, WRITE, FULL)                                             \
+	static void h_##name##_r64_r64(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		uint64_t *d = reg64(c, in->op[0].reg);                                             \
+		uint64_t a = *d, b = *reg64(c, in->op[1].reg), r = a OPER b;                       \
+		if (WRITE)                                                                         \
+			*d = r;                                                                    \
+		if (FULL)                                                                          \
+			lf_rec(c, LFOP + 3, r, a, b);                                              \
+		else                                                                               \
+			lf_logic(c, LFOP + 3, r);                                                  \
+	}                                                                                          \
+	static void h_##name##_r32_r32(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		uint64_t *d = reg64(c, in->op[0].reg);                                             \
+		uint32_t a = (uint32_t)*d, b = (uint32_t)*reg64(c, in->op[1].reg), r = a OPER b;   \
+		if (WRITE)                                                                         \
+			*d = r;                                                                    \
+		if (FULL)                                                                          \
+			lf_rec(c, LFOP + 2, r, a, b);                                              \
+		else                                                                               \
+			lf_logic(c, LFOP + 2, r);                                                  \
+	}                                                                                          \
+	static void h_##name##_r64_imm(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		uint64_t *d = reg64(c, in->op[0].reg);                                             \
+		uint64_t a = *d, b = in->imm, r = a OPER b;                                        \
+		if (WRITE)                                                                         \
+			*d = r;                                                                    \
+		if (FULL)                                                                          \
+			lf_rec(c, LFOP + 3, r, a, b);                                              \
+		else                                                                               \
+			lf_logic(c, LFOP + 3, r);                                                  \
+	}                                                                                          \
+	static void h_##name##_r32_imm(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		uint64_t *d = reg64(c, in->op[0].reg);                                             \
+		uint32_t a = (uint32_t)*d, b = (uint32_t)in->imm, r = a OPER b;                    \
+		if (WRITE)                                                                         \
+			*d = r;                                                                    \
+		if (FULL)                                                                          \
+			lf_rec(c, LFOP + 2, r, a, b);                                              \
+		else                                                                               \
+			lf_logic(c, LFOP + 2, r);                                                  \
+	}
+
+DEFINE_ALU_FAST(add, +, LF_ADD, 1, 1)
+DEFINE_ALU_FAST(sub, -, LF_SUB, 1, 1)
+DEFINE_ALU_FAST(cmp, -, LF_SUB, 0, 1)
+DEFINE_ALU_FAST(and, &, LF_LOGIC, 1, 0)
+DEFINE_ALU_FAST(or, |, LF_LOGIC, 1, 0)
+DEFINE_ALU_FAST(xor, ^, LF_LOGIC, 1, 0)
+DEFINE_ALU_FAST(test, &, LF_LOGIC, 0, 0)
+
+/* The generic handler of each operation, and its select function: the fast forms for
+ * 32/64-bit register destinations with a register or immediate source. */
+static insn_fn sel_alu_form(const struct insn *in, insn_fn generic, insn_fn rr64, insn_fn rr32,
+			    insn_fn ri64, insn_fn ri32)
+{
+	const struct opnd *d = &in->op[0], *s = &in->op[1];
+	if (d->kind != OPK_REG || (d->size != 8 && d->size != 4))
+		return generic;
+	if (s->kind == OPK_REG)
+		return d->size == 8 ? rr64 : rr32;
+	if (s->kind == OPK_IMM)
+		return d->size == 8 ? ri64 : ri32;
+	return generic;
+}
+
+#define DEFINE_ALU(name, OP)                                                                       \
+	static void h_##name(struct soft_cpu *c, const struct insn *in)                            \
+	{                                                                                          \
+		alu_generic(c, in, OP);                                                            \
+	}
+
+#define DEFINE_ALU_SELECT(name)                                                                    \
+	static insn_fn sel_##name(const struct insn *in)                                           \
+	{                                                                                          \
+		return sel_alu_form(in, h_##name, h_##name##_r64_r64, h_##name##_r32_r32,          \
+				    h_##name##_r64_imm, h_##name##_r32_imm);                       \
+	}
+
+DEFINE_ALU(add, OP_ADD)
+DEFINE_ALU(adc, OP_ADC)
+DEFINE_ALU(sub, OP_SUB)
+DEFINE_ALU(sbb, OP_SBB)
+DEFINE_ALU(and, OP_AND)
+DEFINE_ALU(or, OP_OR)
+DEFINE_ALU(xor, OP_XOR)
+DEFINE_ALU(cmp, OP_CMP)
+DEFINE_ALU(test, OP_TEST)
+DEFINE_ALU(neg, OP_NEG)
+DEFINE_ALU(not, OP_NOT)
+DEFINE_ALU(inc, OP_INC)
+DEFINE_ALU(dec, OP_DEC)
+
+DEFINE_ALU_SELECT(add)
+DEFINE_ALU_SELECT(sub)
+DEFINE_ALU_SELECT(cmp)
+DEFINE_ALU_SELECT(and)
+DEFINE_ALU_SELECT(or)
+DEFINE_ALU_SELECT(xor)
+DEFINE_ALU_SELECT(test)
+
+/* adc r64, r64: multi-precision arithmetic. */
+static void h_adc_r64_r64(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t carry = carry_in(c);
+	uint64_t *d = reg64(c, in->op[0].reg);
+	uint64_t a = *d, b = *reg64(c, in->op[1].reg), r = a + b + carry;
+	*d = r;
+	lf_rec(c, LF_ADC + 3, r, a, b);
 	c->lf.src3 = carry;
 }
 
-/* dec/inc r64: loop counters. */
-static void h_dec_r64(struct soft_cpu *c, const struct insn *in)
+static void h_sbb_r64_r64(struct soft_cpu *c, const struct insn *in)
 {
-	uint64_t carry = carry_for_inc_dec(c);
-	uint64_t *r = (uint64_t *)((uint8_t *)c->gpr + in->op[0].reg);
-	uint64_t a = *r;
-	*r = a - 1;
-	c->lf.op = LF_DEC + 3;
-	c->lf.res = a - 1;
-	c->lf.src1 = a;
-	c->lf.src2 = 1;
+	uint64_t carry = carry_in(c);
+	uint64_t *d = reg64(c, in->op[0].reg);
+	uint64_t a = *d, b = *reg64(c, in->op[1].reg), r = a - b - carry;
+	*d = r;
+	lf_rec(c, LF_SBB + 3, r, a, b);
 	c->lf.src3 = carry;
 }
 
-static void h_inc_r64(struct soft_cpu *c, const struct insn *in)
+static insn_fn sel_adc(const struct insn *in)
 {
-	uint64_t carry = carry_for_inc_dec(c);
-	uint64_t *r = (uint64_t *)((uint8_t *)c->gpr + in->op[0].reg);
-	uint64_t a = *r;
-	*r = a + 1;
-	c->lf.op = LF_INC + 3;
-	c->lf.res = a + 1;
-	c->lf.src1 = a;
-	c->lf.src2 = 1;
-	c->lf.src3 = carry;
+	return in->op[0].kind == OPK_REG && in->op[1].kind == OPK_REG && in->op[0].size == 8
+		   ? h_adc_r64_r64
+		   : h_adc;
 }
 
-static insn_fn sel_inc(const struct insn *in);
-static insn_fn sel_dec(const struct insn *in);
-
-static void h_inc(struct soft_cpu *c, const struct insn *in)
+static insn_fn sel_sbb(const struct insn *in)
 {
-	inc_dec(c, in, 1, LF_INC);
+	return in->op[0].kind == OPK_REG && in->op[1].kind == OPK_REG && in->op[0].size == 8
+		   ? h_sbb_r64_r64
+		   : h_sbb;
 }
 
-static void h_dec(struct soft_cpu *c, const struct insn *in)
-{
-	inc_dec(c, in, -1, LF_DEC);
-}
+/* inc/dec r64 and r32: loop counters. CF is kept: after another INC/DEC it is already in
+ * lf.src3, so a counting loop never computes flags. */
+#define DEFINE_INCDEC_FAST(name, DELTA, LFOP)                                                      \
+	static void h_##name##_r64(struct soft_cpu *c, const struct insn *in)                      \
+	{                                                                                          \
+		uint64_t carry = carry_in(c);                                                      \
+		uint64_t *d = reg64(c, in->op[0].reg);                                             \
+		uint64_t a = *d, r = a + (uint64_t)(DELTA);                                        \
+		*d = r;                                                                            \
+		lf_rec(c, LFOP + 3, r, a, 1);                                                      \
+		c->lf.src3 = carry;                                                                \
+	}                                                                                          \
+	static void h_##name##_r32(struct soft_cpu *c, const struct insn *in)                      \
+	{                                                                                          \
+		uint64_t carry = carry_in(c);                                                      \
+		uint64_t *d = reg64(c, in->op[0].reg);                                             \
+		uint32_t a = (uint32_t)*d, r = a + (uint32_t)(DELTA);                              \
+		*d = r;                                                                            \
+		lf_rec(c, LFOP + 2, r, a, 1);                                                      \
+		c->lf.src3 = carry;                                                                \
+	}
+
+DEFINE_INCDEC_FAST(inc, 1, LF_INC)
+DEFINE_INCDEC_FAST(dec, -1, LF_DEC)
 
 static insn_fn sel_inc(const struct insn *in)
 {
-	return in->op[0].kind == OPK_REG && in->op[0].size == 8 ? h_inc_r64 : h_inc;
+	if (in->op[0].kind != OPK_REG || in->op[0].size < 4)
+		return h_inc;
+	return in->op[0].size == 8 ? h_inc_r64 : h_inc_r32;
 }
 
 static insn_fn sel_dec(const struct insn *in)
 {
-	return in->op[0].kind == OPK_REG && in->op[0].size == 8 ? h_dec_r64 : h_dec;
+	if (in->op[0].kind != OPK_REG || in->op[0].size < 4)
+		return h_dec;
+	return in->op[0].size == 8 ? h_dec_r64 : h_dec_r32;
+}
+
+/* ---- xchg, xadd, cmpxchg ------------------------------------------------------------------- */
+
+/* xchg with memory is locked whether or not it has the prefix. */
+static void h_xchg(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->op[0].size;
+	if (in->op[0].kind == OPK_MEM || in->op[1].kind == OPK_MEM) {
+		unsigned r = in->op[0].kind == OPK_MEM ? 1 : 0;
+		uint64_t v = gpr_read(c, in->op[r].reg, sz);
+		uint64_t old = locked_rmw(c, insn_addr(c, in), sz, OP_XCHG, v, 0);
+		gpr_write(c, in->op[r].reg, old, sz);
+		return;
+	}
+	uint64_t a = gpr_read(c, in->op[0].reg, sz), b = gpr_read(c, in->op[1].reg, sz);
+	gpr_write(c, in->op[0].reg, b, sz);
+	gpr_write(c, in->op[1].reg, a, sz);
+}
+
+static void h_xchg_r64_r64(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t *a = reg64(c, in->op[0].reg), *b = reg64(c, in->op[1].reg);
+	uint64_t t = *a;
+	*a = *b;
+	*b = t;
+}
+
+static insn_fn sel_xchg(const struct insn *in)
+{
+	return in->op[0].kind == OPK_REG && in->op[1].kind == OPK_REG && in->op[0].size == 8
+		   ? h_xchg_r64_r64
+		   : h_xchg;
+}
+
+/* xadd: TEMP = SRC + DEST; SRC = DEST; DEST = TEMP (so xadd r, r leaves the sum). */
+static void h_xadd(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->op[0].size;
+	uint64_t b = gpr_read(c, in->op[1].reg, sz), a;
+	if (in->op[0].kind == OPK_MEM) {
+		uint64_t va = insn_addr(c, in);
+		if (in->prefix & PFX_LOCK)
+			a = locked_rmw(c, va, sz, OP_ADD, b, 0);
+		else
+			a = plain_rmw(c, va, sz, OP_ADD, b, 0);
+	} else {
+		a = gpr_read(c, in->op[0].reg, sz);
+	}
+	uint64_t r = (a + b) & size_mask(sz);
+	gpr_write(c, in->op[1].reg, a, sz);
+	if (in->op[0].kind == OPK_REG)
+		gpr_write(c, in->op[0].reg, r, sz);
+	lf_rec(c, LF_ADD + size_index(sz), r, a, b);
+}
+
+/* cmpxchg: compares the accumulator with DEST. Equal: DEST = SRC. Not equal: the accumulator
+ * gets DEST. A register DEST is not written when they differ (so a 32-bit one keeps its upper
+ * half), and the accumulator is not written when they are equal: that is what CPUs do. */
+static void h_cmpxchg(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->op[0].size;
+	uint64_t acc = gpr_read(c, RAX_REF, sz), src = gpr_read(c, in->op[1].reg, sz), old;
+	if (in->op[0].kind == OPK_MEM) {
+		old = locked_cmpxchg(c, insn_addr(c, in), sz, acc, src);
+	} else {
+		old = gpr_read(c, in->op[0].reg, sz);
+		if (old == acc)
+			gpr_write(c, in->op[0].reg, src, sz);
+	}
+	if (old != acc)
+		gpr_write(c, RAX_REF, old, sz);
+	lf_rec(c, LF_SUB + size_index(sz), (acc - old) & size_mask(sz), acc, old);
+}
+
+/* cmpxchg8b m64: EDX:EAX against memory; ECX:EBX stored when equal. Only ZF changes. */
+static void h_cmpxchg8b(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t expected = (uint32_t)c->gpr[GPR_RAX] | (c->gpr[GPR_RDX] << 32);
+	uint64_t desired = (uint32_t)c->gpr[GPR_RBX] | (c->gpr[GPR_RCX] << 32);
+	uint64_t old = locked_cmpxchg(c, insn_addr(c, in), 8, expected, desired);
+	bool eq = old == expected;
+	if (!eq) {
+		c->gpr[GPR_RAX] = (uint32_t)old;
+		c->gpr[GPR_RDX] = old >> 32;
+	}
+	soft_set_flags(c, eq ? FL_ZF : 0, FL_ZF);
+}
+
+/* cmpxchg16b m128: RDX:RAX against memory, RCX:RBX stored when equal. The operand must be
+ * 16-byte aligned, so it never crosses a page and the host instruction does the work on RAM;
+ * memory without a host pointer goes through the split-access mutex. */
+static void h_cmpxchg16b(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t va = insn_addr(c, in);
+	if (va & 15)
+		soft_fault(c, EXC_GP, 0);
+	void *p = soft_mem(c, va, 16, ACC_WRITE);
+	uint64_t lo = c->gpr[GPR_RAX], hi = c->gpr[GPR_RDX];
+	bool eq;
+	if (likely(p != NULL)) {
+		__asm__ volatile("lock cmpxchg16b %1"
+				 : "=@ccz"(eq), "+m"(*(u128 *)p), "+a"(lo), "+d"(hi)
+				 : "b"(c->gpr[GPR_RBX]), "c"(c->gpr[GPR_RCX])
+				 : "memory");
+	} else {
+		uint64_t m[2];
+		pthread_mutex_lock(&split_lock);
+		soft_read_bytes(c, va, m, 16);
+		eq = m[0] == lo && m[1] == hi;
+		const uint64_t desired[2] = {c->gpr[GPR_RBX], c->gpr[GPR_RCX]};
+		soft_write_bytes(c, va, eq ? desired : m, 16);
+		pthread_mutex_unlock(&split_lock);
+		lo = m[0];
+		hi = m[1];
+	}
+	if (!eq) {
+		c->gpr[GPR_RAX] = lo;
+		c->gpr[GPR_RDX] = hi;
+	}
+	soft_set_flags(c, eq ? FL_ZF : 0, FL_ZF);
+}
+
+/* ---- bswap, lea ---------------------------------------------------------------------------- */
+
+static void h_bswap(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t *d = reg64(c, in->op[0].reg);
+	switch (in->op[0].size) {
+	case 8:
+		*d = __builtin_bswap64(*d);
+		break;
+	case 4:
+		*d = __builtin_bswap32((uint32_t)*d);
+		break;
+	default:
+		/* Undefined for 16 bits; CPUs clear the low word. */
+		*d &= ~0xffffull;
+		break;
+	}
+}
+
+/* The effective address alone: no segment base, truncated to the address size; the
+ * destination write truncates it to the operand size. */
+static void h_lea(struct soft_cpu *c, const struct insn *in)
+{
+	const struct mem_ref *m = &in->mem;
+	uint64_t a = (uint64_t)m->disp;
+	if (m->base != GPR_NONE)
+		a += *reg64(c, m->base);
+	if (m->index != GPR_NONE)
+		a += *reg64(c, m->index) << m->scale;
+	if (m->rip_rel)
+		a += c->rip;
+	gpr_write(c, in->op[0].reg, a & size_mask(m->asize), in->op[0].size);
+}
+
+#define EA_ID(c, in) ((*reg64(c, (in)->mem.index) << (in)->mem.scale) + (uint64_t)(in)->mem.disp)
+
+#define DEFINE_LEA(form)                                                                           \
+	static void h_lea64_##form(struct soft_cpu *c, const struct insn *in)                      \
+	{                                                                                          \
+		*reg64(c, in->op[0].reg) = EA_##form(c, in);                                       \
+	}                                                                                          \
+	static void h_lea32_##form(struct soft_cpu *c, const struct insn *in)                      \
+	{                                                                                          \
+		*reg64(c, in->op[0].reg) = (uint32_t)EA_##form(c, in);                             \
+	}
+
+DEFINE_LEA(BD)
+DEFINE_LEA(BISD)
+DEFINE_LEA(RIP)
+DEFINE_LEA(ID)
+
+static insn_fn sel_lea(const struct insn *in)
+{
+	const struct mem_ref *m = &in->mem;
+	unsigned sz = in->op[0].size;
+	if (m->asize != 8 || (sz != 8 && sz != 4))
+		return h_lea;
+	bool q = sz == 8;
+	if (m->rip_rel)
+		return m->base == GPR_NONE && m->index == GPR_NONE ? (q ? h_lea64_RIP : h_lea32_RIP)
+								   : h_lea;
+	if (m->base == GPR_NONE)
+		return m->index == GPR_NONE ? h_lea : q ? h_lea64_ID : h_lea32_ID;
+	if (m->index == GPR_NONE)
+		return q ? h_lea64_BD : h_lea32_BD;
+	return q ? h_lea64_BISD : h_lea32_BISD;
+}
+
+/* ---- push / pop ---------------------------------------------------------------------------- */
+
+/* push r64 and push imm in 64-bit mode, where the stack is flat and 64 bits wide. push rsp
+ * pushes the value before the push. */
+static __attribute__((noinline)) void push64_slow(struct soft_cpu *c, uint64_t v)
+{
+	uint64_t sp = c->gpr[GPR_RSP] - 8;
+	stack_store(c, sp, v, 8);
+	c->gpr[GPR_RSP] = sp;
+}
+
+static inline void push64(struct soft_cpu *c, uint64_t v)
+{
+	uint64_t sp = c->gpr[GPR_RSP] - 8;
+	void *p;
+	if (likely(tlb_hit(c, sp, 8, ACC_WRITE, &p))) {
+		host_store(p, v, 8);
+		c->gpr[GPR_RSP] = sp;
+	} else {
+		push64_slow(c, v);
+	}
+}
+
+static void h_push_r64(struct soft_cpu *c, const struct insn *in)
+{
+	push64(c, *reg64(c, in->op[0].reg));
+}
+
+static void h_push_imm64(struct soft_cpu *c, const struct insn *in)
+{
+	push64(c, in->imm);
+}
+
+/* pop r64: the increment comes first, so pop rsp leaves the popped value. */
+static __attribute__((noinline)) void pop64_slow(struct soft_cpu *c, gpr_ref r)
+{
+	uint64_t sp = c->gpr[GPR_RSP];
+	uint64_t v = stack_load(c, sp, 8);
+	c->gpr[GPR_RSP] = sp + 8;
+	*reg64(c, r) = v;
+}
+
+static void h_pop_r64(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t sp = c->gpr[GPR_RSP];
+	void *p;
+	if (likely(tlb_hit(c, sp, 8, ACC_READ, &p))) {
+		uint64_t v = host_load(p, 8);
+		c->gpr[GPR_RSP] = sp + 8;
+		*reg64(c, in->op[0].reg) = v;
+	} else {
+		pop64_slow(c, in->op[0].reg);
+	}
+}
+
+/* Every push: the operand is read (with the old RSP) before the stack changes. A segment
+ * register is pushed zero-extended. */
+static void h_push(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->osize;
+	uint64_t v;
+	switch (in->op[0].kind) {
+	case OPK_SEG:
+		v = c->seg[in->op[0].reg].selector;
+		break;
+	case OPK_IMM:
+		v = in->imm & size_mask(sz);
+		break;
+	default:
+		v = opnd_read(c, in, 0);
+		break;
+	}
+	push_val(c, v, sz);
+}
+
+static void h_pop(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->osize;
+	uint64_t sp, old_rsp = c->gpr[GPR_RSP];
+	uint64_t v = pop_peek(c, sz, &sp);
+	switch (in->op[0].kind) {
+	case OPK_REG:
+		sp_write(c, sp);
+		gpr_write(c, in->op[0].reg, v, sz);
+		break;
+	case OPK_MEM: {
+		/* The address is computed with RSP already incremented (pop [rsp] works on the
+		 * new top), but RSP only changes once the store went through. */
+		sp_write(c, sp);
+		uint64_t va = insn_addr(c, in);
+		uint64_t new_rsp = c->gpr[GPR_RSP];
+		c->gpr[GPR_RSP] = old_rsp;
+		soft_store(c, va, v, sz);
+		c->gpr[GPR_RSP] = new_rsp;
+		break;
+	}
+	default: /* OPK_SEG */
+		load_seg(c, in, in->op[0].reg, (uint16_t)v);
+		sp_write(c, sp);
+		break;
+	}
+}
+
+static insn_fn sel_push(const struct insn *in)
+{
+	if (in->osize == 8 && in->op[0].kind == OPK_REG)
+		return h_push_r64;
+	if (in->osize == 8 && in->op[0].kind == OPK_IMM)
+		return h_push_imm64;
+	return h_push;
+}
+
+static insn_fn sel_pop(const struct insn *in)
+{
+	if (in->op[0].kind == OPK_SEG && in->op[0].reg == SEG_CS)
+		return NULL;
+	return in->osize == 8 && in->op[0].kind == OPK_REG ? h_pop_r64 : h_pop;
+}
+
+/* pusha: AX, CX, DX, BX, the original SP, BP, SI, DI (16/32-bit modes only). */
+static void h_pusha(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->osize, sw = stack_width(c);
+	uint64_t sp = c->gpr[GPR_RSP];
+	for (unsigned r = 0; r < 8; r++) {
+		sp = (sp - sz) & size_mask(sw);
+		stack_store(c, stack_linear(c, sp, sw), c->gpr[r] & size_mask(sz), sz);
+	}
+	sp_write(c, sp);
+}
+
+/* popa: the reverse, skipping the saved SP. */
+static void h_popa(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->osize, sw = stack_width(c);
+	uint64_t sp = c->gpr[GPR_RSP], v[8];
+	for (int r = 7; r >= 0; r--) {
+		v[r] = stack_load(c, stack_linear(c, sp, sw), sz);
+		sp = (sp + sz) & size_mask(sw);
+	}
+	for (unsigned r = 0; r < 8; r++)
+		if (r != GPR_RSP)
+			gpr_write(c, (gpr_ref)(r * 8), v[r], sz);
+	sp_write(c, sp);
+}
+
+/* ---- flags ----------------------------------------------------------------------------------- */
+
+/* pushf: the image has RF and VM clear. */
+static void h_pushf(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t f = soft_flags(c) & ~(uint64_t)(FLAG_RF | FLAG_VM);
+	push_val(c, f & size_mask(in->osize), in->osize);
+}
+
+/* popf: which bits change depends on the privilege. At any level the arithmetic flags, TF, DF
+ * and NT, and with a 32/64-bit operand AC and ID; IF only when CPL <= IOPL; IOPL only at CPL
+ * 0 (real mode counts as CPL 0). RF is cleared; VM, VIF and VIP never change. */
+static void h_popf(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->osize;
+	uint64_t sp;
+	uint64_t v = pop_peek(c, sz, &sp);
+	uint64_t mask = FL_ARITH | FL_TF | FL_DF | FLAG_NT;
+	bool real = !(c->cr0 & CR0_PE);
+	if (real || cpl(c) == 0)
+		mask |= FLAG_IOPL | FL_IF;
+	else if (cpl(c) <= iopl(c))
+		mask |= FL_IF;
+	uint64_t f = soft_flags(c);
+	if (sz >= 4) {
+		mask |= FLAG_AC | FLAG_ID;
+		f &= ~(uint64_t)FLAG_RF;
+	}
+	c->rflags = (f & ~mask) | (v & mask) | RFLAGS_FIXED;
+	sp_write(c, sp);
+	/* TF, IF or AC may have changed: let the run loop look before the next instruction. */
+	c->stop_block = true;
+}
+
+static void h_lahf(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	gpr_write(c, AH_REF, (soft_flags(c) & FLAGS_LAHF) | RFLAGS_FIXED, 1);
+}
+
+static void h_sahf(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	soft_set_flags(c, gpr_read(c, AH_REF, 1), FLAGS_LAHF);
+}
+
+static void h_clc(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	soft_set_flags(c, 0, FL_CF);
+}
+
+static void h_stc(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	soft_set_flags(c, FL_CF, FL_CF);
+}
+
+static void h_cmc(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	c->rflags = soft_flags(c) ^ FL_CF;
+}
+
+/* DF is not one of the lazy flags: it lives in rflags. */
+static void h_cld(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	c->rflags &= ~(uint64_t)FL_DF;
+}
+
+static void h_std(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	c->rflags |= FL_DF;
+}
+
+/* cli/sti in protected mode need CPL <= IOPL (virtual-interrupt extensions are not
+ * offered: CR4.VME/PVI stay clear). */
+static void check_iopl(struct soft_cpu *c)
+{
+	if ((c->cr0 & CR0_PE) && cpl(c) > iopl(c))
+		soft_fault(c, EXC_GP, 0);
+}
+
+static void h_cli(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	check_iopl(c);
+	c->rflags &= ~(uint64_t)FL_IF;
+}
+
+static void h_sti(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	check_iopl(c);
+	c->rflags |= FL_IF;
+	/* Interrupts may now be deliverable: the run loop checks between blocks. */
+	c->stop_block = true;
+}
+
+/* ---- cbw family, cmovcc, setcc, xlat, nop ------------------------------------------------- */
+
+static void h_cbw(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	gpr_write(c, RAX_REF, sign_extend(c->gpr[GPR_RAX] & 0xff, 1), 2);
+}
+
+static void h_cwde(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	gpr_write(c, RAX_REF, sign_extend(c->gpr[GPR_RAX] & 0xffff, 2), 4);
+}
+
+static void h_cdqe(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	c->gpr[GPR_RAX] = sign_extend(c->gpr[GPR_RAX] & 0xffffffff, 4);
+}
+
+/* cwd/cdq/cqo: DX/EDX/RDX become copies of the accumulator's sign bit. */
+static void h_cwd(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->osize;
+	uint64_t sign = (c->gpr[GPR_RAX] >> (sz * 8 - 1)) & 1;
+	gpr_write(c, RDX_REF, sign ? ~0ull : 0, sz);
+}
+
+static void h_cmov(struct soft_cpu *c, const struct insn *in)
+{
+	unsigned sz = in->op[0].size;
+	uint64_t v = opnd_read(c, in, 1); /* memory is read (and may fault) either way */
+	if (soft_cond(c, in->cc))
+		gpr_write(c, in->op[0].reg, v, sz);
+	else if (sz == 4)
+		*reg64(c, in->op[0].reg) &= 0xffffffff; /* a 32-bit destination is written anyway */
+}
+
+static void h_cmov_r64_r64(struct soft_cpu *c, const struct insn *in)
+{
+	if (soft_cond(c, in->cc))
+		*reg64(c, in->op[0].reg) = *reg64(c, in->op[1].reg);
+}
+
+static void h_cmov_r32_r32(struct soft_cpu *c, const struct insn *in)
+{
+	uint64_t *d = reg64(c, in->op[0].reg);
+	*d = (uint32_t)(soft_cond(c, in->cc) ? *reg64(c, in->op[1].reg) : *d);
+}
+
+static insn_fn sel_cmov(const struct insn *in)
+{
+	if (in->op[1].kind != OPK_REG)
+		return h_cmov;
+	return in->op[0].size == 8 ? h_cmov_r64_r64 : in->op[0].size == 4 ? h_cmov_r32_r32 : h_cmov;
+}
+
+static void h_setcc(struct soft_cpu *c, const struct insn *in)
+{
+	opnd_write(c, in, 0, soft_cond(c, in->cc));
+}
+
+/* The offset and segment of xlat's hidden operand, [rBX + AL]. The decoder leaves hidden
+ * operands out of in->mem, so unless it was filled (asize != 0) the instruction's prefixes
+ * tell: 67 switches the address size, 64/65 select FS/GS (the only overrides with a base in
+ * 64-bit mode; the others have none here either). */
+static void xlat_mem(struct soft_cpu *c, const struct insn *in, struct mem_ref *m)
+{
+	if (in->mem.asize) {
+		*m = in->mem;
+		return;
+	}
+	bool m64 = mode64(c);
+	unsigned asize = m64 ? 8 : c->seg[SEG_CS].db ? 4 : 2;
+	uint8_t seg = SEG_DS;
+	for (unsigned i = 0; i + 1 < in->len; i++) {
+		uint64_t va = c->insn_start + i;
+		uint8_t b = *(const uint8_t *)soft_mem(c, va, 1, ACC_EXEC);
+		if (b == 0x67)
+			asize = m64 ? 4 : asize == 4 ? 2 : 4;
+		else if (b == 0x64)
+			seg = SEG_FS;
+		else if (b == 0x65)
+			seg = SEG_GS;
+	}
+	*m = (struct mem_ref){.base = RBX_REF, .index = GPR_NONE, .seg = seg, .asize = asize};
+}
+
+static void h_xlat(struct soft_cpu *c, const struct insn *in)
+{
+	struct insn t = *in;
+	xlat_mem(c, in, &t.mem);
+	t.mem.base = RBX_REF;
+	t.mem.index = GPR_NONE;
+	t.mem.rip_rel = false;
+	t.mem.disp = (int64_t)(c->gpr[GPR_RAX] & 0xff);
+	gpr_write(c, RAX_REF, soft_load(c, insn_addr(c, &t), 1), 1);
+}
+
+static void h_nop(struct soft_cpu *c, const struct insn *in)
+{
+	(void)c;
+	(void)in;
 }
 
 void soft_register_alu(void)
 {
+	static const unsigned cmov[] = {
+	    ZYDIS_MNEMONIC_CMOVO,   ZYDIS_MNEMONIC_CMOVNO,  ZYDIS_MNEMONIC_CMOVB,
+	    ZYDIS_MNEMONIC_CMOVNB,  ZYDIS_MNEMONIC_CMOVZ,   ZYDIS_MNEMONIC_CMOVNZ,
+	    ZYDIS_MNEMONIC_CMOVBE,  ZYDIS_MNEMONIC_CMOVNBE, ZYDIS_MNEMONIC_CMOVS,
+	    ZYDIS_MNEMONIC_CMOVNS,  ZYDIS_MNEMONIC_CMOVP,   ZYDIS_MNEMONIC_CMOVNP,
+	    ZYDIS_MNEMONIC_CMOVL,   ZYDIS_MNEMONIC_CMOVNL,  ZYDIS_MNEMONIC_CMOVLE,
+	    ZYDIS_MNEMONIC_CMOVNLE,
+	};
+	static const unsigned setcc[] = {
+	    ZYDIS_MNEMONIC_SETO, ZYDIS_MNEMONIC_SETNO, ZYDIS_MNEMONIC_SETB,  ZYDIS_MNEMONIC_SETNB,
+	    ZYDIS_MNEMONIC_SETZ, ZYDIS_MNEMONIC_SETNZ, ZYDIS_MNEMONIC_SETBE, ZYDIS_MNEMONIC_SETNBE,
+	    ZYDIS_MNEMONIC_SETS, ZYDIS_MNEMONIC_SETNS, ZYDIS_MNEMONIC_SETP,  ZYDIS_MNEMONIC_SETNP,
+	    ZYDIS_MNEMONIC_SETL, ZYDIS_MNEMONIC_SETNL, ZYDIS_MNEMONIC_SETLE, ZYDIS_MNEMONIC_SETNLE,
+	};
+	/* The hint-NOP space 0F 18..0F 1F decodes to these when the extension behind the
+	 * encoding is not offered (MPX, CLDEMOTE, CET shadow stacks): they execute as NOPs. */
+	static const unsigned nops[] = {
+	    ZYDIS_MNEMONIC_NOP,    ZYDIS_MNEMONIC_ENDBR32,  ZYDIS_MNEMONIC_ENDBR64,
+	    ZYDIS_MNEMONIC_BNDCL,  ZYDIS_MNEMONIC_BNDCN,    ZYDIS_MNEMONIC_BNDCU,
+	    ZYDIS_MNEMONIC_BNDLDX, ZYDIS_MNEMONIC_BNDMK,    ZYDIS_MNEMONIC_BNDMOV,
+	    ZYDIS_MNEMONIC_BNDSTX, ZYDIS_MNEMONIC_CLDEMOTE, ZYDIS_MNEMONIC_RDSSPD,
+	    ZYDIS_MNEMONIC_RDSSPQ,
+	};
+	for (unsigned i = 0; i < sizeof(cmov) / sizeof(cmov[0]); i++)
+		soft_register(cmov[i], sel_cmov);
+	for (unsigned i = 0; i < sizeof(setcc) / sizeof(setcc[0]); i++)
+		soft_register_fn(setcc[i], h_setcc);
+	for (unsigned i = 0; i < sizeof(nops) / sizeof(nops[0]); i++)
+		soft_register_fn(nops[i], h_nop);
+
 	soft_register(ZYDIS_MNEMONIC_MOV, sel_mov);
-	soft_register_fn(ZYDIS_MNEMONIC_ADD, h_add);
-	soft_register_fn(ZYDIS_MNEMONIC_SUB, h_sub);
-	soft_register_fn(ZYDIS_MNEMONIC_AND, h_and);
-	soft_register_fn(ZYDIS_MNEMONIC_OR, h_or);
-	soft_register_fn(ZYDIS_MNEMONIC_XOR, h_xor);
-	soft_register_fn(ZYDIS_MNEMONIC_CMP, h_cmp);
-	soft_register_fn(ZYDIS_MNEMONIC_TEST, h_test);
+	soft_register(ZYDIS_MNEMONIC_MOVZX, sel_movzx);
+	soft_register(ZYDIS_MNEMONIC_MOVSX, sel_movsx);
+	soft_register(ZYDIS_MNEMONIC_MOVSXD, sel_movsxd);
+	soft_register(ZYDIS_MNEMONIC_XCHG, sel_xchg);
+	soft_register_fn(ZYDIS_MNEMONIC_XADD, h_xadd);
+	soft_register_fn(ZYDIS_MNEMONIC_CMPXCHG, h_cmpxchg);
+	soft_register_fn(ZYDIS_MNEMONIC_CMPXCHG8B, h_cmpxchg8b);
+	soft_register_fn(ZYDIS_MNEMONIC_CMPXCHG16B, h_cmpxchg16b);
+	soft_register_fn(ZYDIS_MNEMONIC_BSWAP, h_bswap);
+	soft_register(ZYDIS_MNEMONIC_LEA, sel_lea);
+
+	soft_register(ZYDIS_MNEMONIC_ADD, sel_add);
+	soft_register(ZYDIS_MNEMONIC_ADC, sel_adc);
+	soft_register(ZYDIS_MNEMONIC_SUB, sel_sub);
+	soft_register(ZYDIS_MNEMONIC_SBB, sel_sbb);
+	soft_register(ZYDIS_MNEMONIC_AND, sel_and);
+	soft_register(ZYDIS_MNEMONIC_OR, sel_or);
+	soft_register(ZYDIS_MNEMONIC_XOR, sel_xor);
+	soft_register(ZYDIS_MNEMONIC_CMP, sel_cmp);
+	soft_register(ZYDIS_MNEMONIC_TEST, sel_test);
+	soft_register_fn(ZYDIS_MNEMONIC_NEG, h_neg);
+	soft_register_fn(ZYDIS_MNEMONIC_NOT, h_not);
 	soft_register(ZYDIS_MNEMONIC_INC, sel_inc);
 	soft_register(ZYDIS_MNEMONIC_DEC, sel_dec);
+
+	soft_register(ZYDIS_MNEMONIC_PUSH, sel_push);
+	soft_register(ZYDIS_MNEMONIC_POP, sel_pop);
+	soft_register_fn(ZYDIS_MNEMONIC_PUSHA, h_pusha);
+	soft_register_fn(ZYDIS_MNEMONIC_PUSHAD, h_pusha);
+	soft_register_fn(ZYDIS_MNEMONIC_POPA, h_popa);
+	soft_register_fn(ZYDIS_MNEMONIC_POPAD, h_popa);
+	soft_register_fn(ZYDIS_MNEMONIC_PUSHF, h_pushf);
+	soft_register_fn(ZYDIS_MNEMONIC_PUSHFD, h_pushf);
+	soft_register_fn(ZYDIS_MNEMONIC_PUSHFQ, h_pushf);
+	soft_register_fn(ZYDIS_MNEMONIC_POPF, h_popf);
+	soft_register_fn(ZYDIS_MNEMONIC_POPFD, h_popf);
+	soft_register_fn(ZYDIS_MNEMONIC_POPFQ, h_popf);
+
+	soft_register_fn(ZYDIS_MNEMONIC_LAHF, h_lahf);
+	soft_register_fn(ZYDIS_MNEMONIC_SAHF, h_sahf);
+	soft_register_fn(ZYDIS_MNEMONIC_CLC, h_clc);
+	soft_register_fn(ZYDIS_MNEMONIC_STC, h_stc);
+	soft_register_fn(ZYDIS_MNEMONIC_CMC, h_cmc);
+	soft_register_fn(ZYDIS_MNEMONIC_CLD, h_cld);
+	soft_register_fn(ZYDIS_MNEMONIC_STD, h_std);
+	soft_register_fn(ZYDIS_MNEMONIC_CLI, h_cli);
+	soft_register_fn(ZYDIS_MNEMONIC_STI, h_sti);
+
+	soft_register_fn(ZYDIS_MNEMONIC_CBW, h_cbw);
+	soft_register_fn(ZYDIS_MNEMONIC_CWDE, h_cwde);
+	soft_register_fn(ZYDIS_MNEMONIC_CDQE, h_cdqe);
+	soft_register_fn(ZYDIS_MNEMONIC_CWD, h_cwd);
+	soft_register_fn(ZYDIS_MNEMONIC_CDQ, h_cwd);
+	soft_register_fn(ZYDIS_MNEMONIC_CQO, h_cwd);
+	soft_register_fn(ZYDIS_MNEMONIC_XLAT, h_xlat);
 }

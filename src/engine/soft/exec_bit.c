@@ -29,7 +29,7 @@ static inline void shift(struct soft_cpu *c, const struct insn *in, unsigned op)
 {
 	unsigned sz = in->op[0].size;
 	unsigned n = shift_count(c, in, 1);
-	uint64_t a = opnd_read(c, in, 0), r;
+	uint64_t a = opnd_read_rmw(c, in, 0), r;
 	if (!n) {
 		write_unchanged(c, in, a);
 		return;
@@ -129,7 +129,7 @@ static inline void rotate(struct soft_cpu *c, const struct insn *in, bool left)
 {
 	unsigned sz = in->op[0].size, bits = sz * 8;
 	unsigned n = shift_count(c, in, 1);
-	uint64_t a = opnd_read(c, in, 0);
+	uint64_t a = opnd_read_rmw(c, in, 0);
 	if (!n) {
 		write_unchanged(c, in, a);
 		return;
@@ -166,7 +166,7 @@ static inline void rotate_carry(struct soft_cpu *c, const struct insn *in, bool 
 {
 	unsigned sz = in->op[0].size, bits = sz * 8;
 	unsigned n = shift_count(c, in, 1);
-	uint64_t a = opnd_read(c, in, 0);
+	uint64_t a = opnd_read_rmw(c, in, 0);
 	if (!n) {
 		write_unchanged(c, in, a);
 		return;
@@ -208,7 +208,7 @@ static inline void double_shift(struct soft_cpu *c, const struct insn *in, bool 
 {
 	unsigned sz = in->op[0].size, bits = sz * 8;
 	unsigned n = shift_count(c, in, 2);
-	uint64_t d = opnd_read(c, in, 0), s = gpr_read(c, in->op[1].reg, sz), r, cf;
+	uint64_t d = opnd_read_rmw(c, in, 0), s = gpr_read(c, in->op[1].reg, sz), r, cf;
 	if (!n) {
 		write_unchanged(c, in, d);
 		return;
@@ -268,6 +268,9 @@ static bool bt_locked(struct soft_cpu *c, uint64_t addr, unsigned sz, unsigned b
 {
 	uint8_t *whole = soft_mem(c, addr, sz, ACC_WRITE);
 	uint8_t *p = whole ? whole + bit / 8 : soft_mem(c, addr + bit / 8, 1, ACC_WRITE);
+	if (!p) /* only memory-mapped I/O has no host byte to operate on atomically */
+		soft_fail(c, "a LOCKed bit operation on memory-mapped I/O at 0x%llx",
+			  (unsigned long long)addr + bit / 8);
 	uint8_t m = (uint8_t)(1u << (bit & 7)), old;
 	if (op == BT_SET)
 		old = __atomic_fetch_or(p, m, __ATOMIC_SEQ_CST);
@@ -316,7 +319,9 @@ static inline void bit_test(struct soft_cpu *c, const struct insn *in, enum bt_o
 		if ((in->prefix & PFX_LOCK) && op != BT_TEST) {
 			cf = bt_locked(c, addr, sz, bit, op);
 		} else {
-			uint64_t v = soft_load(c, addr, sz), mask = 1ull << bit;
+			uint64_t v =
+			    op == BT_TEST ? soft_load(c, addr, sz) : soft_load_rmw(c, addr, sz);
+			uint64_t mask = 1ull << bit;
 			cf = (v & mask) != 0;
 			if (op != BT_TEST)
 				soft_store(c, addr, bt_apply(v, mask, op), sz);

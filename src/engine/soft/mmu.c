@@ -47,6 +47,23 @@ static bool canonical(uint64_t va)
 	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
 }
 
+/* A non-canonical address faults #SS(0) when it is a stack reference (through SS: RSP or RBP
+ * based, or push/pop/call/ret) and #GP(0) otherwise. */
+__attribute__((noreturn)) static void noncanonical_fault(struct soft_cpu *c, uint64_t va)
+{
+	const struct insn *in = soft_current_insn(c);
+	bool stack = false;
+	if (in) {
+		bool explicit_mem = false;
+		for (unsigned i = 0; i < in->nops; i++)
+			if (in->op[i].kind == OPK_MEM)
+				explicit_mem =
+				    va - insn_addr(c, in) < 64; /* any byte of the operand */
+		stack = explicit_mem ? in->mem.seg == SEG_SS : (in->prefix & INSN_STACK) != 0;
+	}
+	soft_fault(c, stack ? EXC_SS : EXC_GP, 0);
+}
+
 static unsigned cpl(const struct soft_cpu *c)
 {
 	return c->seg[SEG_CS].dpl;
@@ -143,7 +160,7 @@ static uint64_t translate(struct soft_cpu *c, uint64_t va, enum mem_access acc)
 static uint8_t *resolve(struct soft_cpu *c, uint64_t va, enum mem_access acc, uint64_t *gpa_out)
 {
 	if ((c->efer & EFER_LMA) && !canonical(va))
-		soft_fault(c, EXC_GP, 0);
+		noncanonical_fault(c, va);
 	soft_stats.tlb_misses++;
 	uint64_t page = va & ~0xfffull;
 	uint64_t gpa = translate(c, page, acc);
@@ -198,8 +215,7 @@ void *soft_mem_slow(struct soft_cpu *c, uint64_t va, unsigned size, enum mem_acc
 	uint64_t gpa = 0;
 	uint8_t *p = resolve(c, va, acc, &gpa);
 	if (!p)
-		soft_fail(c, "an instruction needs direct access to memory-mapped I/O at 0x%llx",
-			  (unsigned long long)gpa);
+		return NULL; /* MMIO: the caller goes through soft_load/soft_store, which reach it */
 	if ((va & 0xfff) + size > 0x1000) {
 		/* The access crosses into the next page: make sure that one is reachable too, then
 		 * let the caller split the access. */

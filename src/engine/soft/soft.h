@@ -71,6 +71,9 @@ enum {
 __attribute__((noreturn)) void soft_fault(struct soft_cpu *c, int vector, uint32_t error);
 /* A page fault at linear address addr with the architectural error code. */
 __attribute__((noreturn)) void soft_page_fault(struct soft_cpu *c, uint64_t addr, uint32_t error);
+/* The instruction being executed (found from insn_start in the current block; for the rare
+ * paths that need more than its address). NULL outside a block. */
+const struct insn *soft_current_insn(const struct soft_cpu *c);
 /* Stop with SOFT_EXIT_FAIL: something the engine does not support (fail closed). */
 __attribute__((noreturn, format(printf, 2, 3))) void soft_fail(struct soft_cpu *c, const char *fmt,
 							       ...);
@@ -114,6 +117,8 @@ enum insn_prefix {
 	PFX_REPNE = 1 << 2, /* F2: repne */
 	PFX_OPSIZE = 1 << 3,
 	PFX_REX_W = 1 << 4,
+	/* Not a prefix: the instruction also addresses the stack implicitly (push, call, ...). */
+	INSN_STACK = 1 << 7,
 };
 
 struct insn {
@@ -263,6 +268,8 @@ struct soft_cpu {
 	                         * of it when soft_cpu_run returns */
 	uint64_t icount_limit; /* icount at which the current run stops (0: none) */
 	uint64_t insn_start;   /* RIP of the instruction being executed */
+	const struct block *cur_block; /* the block being executed, entered at cur_block_va */
+	uint64_t cur_block_va;
 	uint64_t epoch; /* bumped by every TLB flush and every drop of decoded code: caches keyed
 	                 * by virtual address check it */
 	char fail_msg[160];
@@ -303,8 +310,9 @@ void soft_dirty_rearm(struct soft_cpu *c);
 /* Decoded code now lives on gpa_page: no TLB entry may let writes reach it directly. */
 void soft_tlb_protect_code_page(struct soft_cpu *c, uint64_t gpa_page);
 /* TLB miss: translate, check, fill; returns the host pointer for va, or faults. An access
- * that crosses into the next page returns NULL once both pages were found accessible: the
- * caller then splits it (soft_read_bytes / soft_write_bytes). */
+ * that crosses into the next page returns NULL once both pages were found accessible, and so
+ * does one to memory-mapped I/O: the caller then goes through soft_load / soft_store /
+ * soft_read_bytes / soft_write_bytes, which split it or reach the device. */
 void *soft_mem_slow(struct soft_cpu *c, uint64_t va, unsigned size, enum mem_access acc);
 
 static inline void *soft_mem(struct soft_cpu *c, uint64_t va, unsigned size, enum mem_access acc)
@@ -444,8 +452,27 @@ static inline uint64_t opnd_read(struct soft_cpu *c, const struct insn *in, unsi
 	case OPK_MEM:
 		return soft_load(c, insn_addr(c, in), o->size);
 	default:
-		return in->imm & size_mask(o->size);
+		/* Zydis sizes an immediate as encoded (imm8, imm32); it acts at the operand size,
+		 * sign-extended. */
+		return in->imm & size_mask(in->osize > o->size ? in->osize : o->size);
 	}
+}
+
+/* A load that the instruction will write back (read-modify-write): hardware checks write
+ * access before reading, so a fault here reports a write. */
+static inline uint64_t soft_load_rmw(struct soft_cpu *c, uint64_t va, unsigned size)
+{
+	soft_mem(c, va, size, ACC_WRITE); /* faults, or NULL for a split or MMIO access */
+	return soft_load(c, va, size);
+}
+
+/* Reads operand i of a read-modify-write instruction (see soft_load_rmw). */
+static inline uint64_t opnd_read_rmw(struct soft_cpu *c, const struct insn *in, unsigned i)
+{
+	const struct opnd *o = &in->op[i];
+	if (o->kind == OPK_MEM)
+		return soft_load_rmw(c, insn_addr(c, in), o->size);
+	return opnd_read(c, in, i);
 }
 
 static inline void opnd_write(struct soft_cpu *c, const struct insn *in, unsigned i, uint64_t v)
@@ -510,6 +537,7 @@ void soft_register_misc(void);
 void soft_register_sse(void);
 void soft_register_x87(void);
 void soft_register_io(void);
+void soft_register_system(void);
 
 /* A cache bumps *epoch whenever it drops blocks. */
 struct soft_cache *soft_cache_create(uint64_t *epoch);
