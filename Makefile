@@ -95,4 +95,7 @@ help:
 	@echo "make test         the whole test suite (plain, then ASan+UBSan, then a short fuzz pass)"
 	@echo "make unit | integration | fuzz | fuzz-long | bench | format | lint | tidy | clean"
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/src/main.d
+include tests/diff/Makefile.inc
+include tests/tools/ferry-user/Makefile.inc
+
+-include $(LIB_OBJS:.o=.d) $(BUILD)/src/main.d $(UNIT_BINS:=.d)
