@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (what `make test` and CI run):
-#   1. build with gcc, unit + integration tests
-#   2. the same under ASan+UBSan
+#   1. build with gcc; unit tests, integration tests (guests on KVM), the soft engine's
+#      differential test against the host CPU, busybox under ferry-user against native
+#   2. the same under ASan+UBSan (fewer cases, smaller inputs)
 #   3. a clang build (warnings are errors), clang-format, cppcheck and clang-tidy checks
 #   4. a short fuzz pass over the kernel loaders
 # Ends with one line "N passed, N failed" over everything.
@@ -35,11 +36,12 @@ check() { # name command...
 	rm -f /tmp/ferry-check.$$
 }
 
-suite() { # name build-dir make-args...
-	local name=$1 build=$2; shift 2
+suite() { # name build-dir diff-cases user-mb make-args...
+	local name=$1 build=$2 diff_cases=$3 user_mb=$4; shift 4
 	echo "== $name: build"
 	mkdir -p "$build"
-	if ! make -s -j"$jobs" BUILD="$build" "$@" "$build/ferry" guests unit-bins; then
+	if ! make -s -j"$jobs" BUILD="$build" "$@" "$build/ferry" "$build/ferry-user" \
+		"$build/diff-test" guests unit-bins; then
 		echo "0 passed, 1 failed" >"$build/unit.log"; tally "$name build" "$build/unit.log" 1; return
 	fi
 	echo "== $name: unit tests"
@@ -48,11 +50,19 @@ suite() { # name build-dir make-args...
 	echo "== $name: integration tests"
 	./tests/integration/run.sh "$build/ferry" 2>&1 | tee "$build/integration.log"
 	tally "$name integration" "$build/integration.log" "${PIPESTATUS[0]}"
+	echo "== $name: soft engine against the host CPU ($diff_cases cases per form)"
+	"$build/diff-test" --cases "$diff_cases" 2>&1 | tail -25 | tee "$build/diff.log"
+	tally "$name diff" "$build/diff.log" "${PIPESTATUS[0]}"
+	echo "== $name: busybox under ferry-user against native (${user_mb} MB inputs)"
+	FERRY_USER_MB=$user_mb ./tests/integration/user.sh "$build/ferry-user" 2>&1 |
+		tee "$build/user.log"
+	tally "$name user" "$build/user.log" "${PIPESTATUS[0]}"
 }
 
-suite "gcc" build
-suite "asan+ubsan" build-asan SAN=1 CFLAGS="-O1 -g"
-check "clang build" make -s -j"$jobs" CC=clang BUILD=build-clang build-clang/ferry unit-bins
+suite "gcc" build 200 4
+suite "asan+ubsan" build-asan 20 1 SAN=1 CFLAGS="-O1 -g"
+check "clang build" make -s -j"$jobs" CC=clang BUILD=build-clang build-clang/ferry \
+	build-clang/ferry-user build-clang/diff-test unit-bins
 check "clang-format" make -s format-check
 check "cppcheck" make -s lint
 check "clang-tidy" make -s tidy
