@@ -179,24 +179,31 @@ static void run_blocks(struct soft_cpu *c)
 		if (unlikely(c->exit_request | (cache->dead != NULL) | (c->icount_limit != 0)) &&
 		    !between_blocks(c))
 			return;
+		c->cur_block = NULL; /* a fault while finding the block belongs to no block */
 		const struct block *b = find_block(c);
 		uint64_t va = c->rip, epoch = c->epoch;
-		c->cur_block = b;
-		c->cur_block_va = va;
 		const struct insn *end = b->insns + b->n;
 		if (unlikely(c->icount_limit) && c->icount_limit - c->icount < b->n)
 			end = b->insns + (c->icount_limit - c->icount);
+		c->cur_block = b;
+		c->cur_block_va = va;
+		c->cur_end = end;
+		uint64_t count = (uint64_t)(end - b->insns);
 		/* A block that branches back to its own start (a loop) runs again without a
-		 * lookup, as long as nothing that a lookup would check has changed. */
+		 * lookup, as long as nothing that a lookup would check has changed. Instructions
+		 * are counted a pass at a time; what a pass did not run is taken back after it (or
+		 * by soft_cpu_run when a handler unwinds). */
 		do {
 			const struct insn *in = b->insns;
 			c->stop_block = false;
+			c->icount += count;
 			do {
 				c->insn_start = c->rip;
 				c->rip += in->len;
-				c->icount++;
 				in->fn(c, in);
 			} while (++in < end && !c->stop_block);
+			if (unlikely(in != end))
+				c->icount -= (uint64_t)(end - in);
 		} while (c->rip == va && !c->stop_block && c->epoch == epoch &&
 			 !(c->exit_request | c->icount_limit));
 	}
@@ -206,10 +213,17 @@ enum soft_exit soft_cpu_run(struct soft_cpu *c)
 {
 	c->exit = SOFT_EXIT_NONE;
 	c->icount_limit = c->insn_budget ? c->icount + c->insn_budget : 0;
+	c->cur_block = NULL;
 	if (setjmp(c->unwind)) {
-		/* A handler left through soft_exit. An instruction that faulted did not retire. */
-		if (c->exit == SOFT_EXIT_EXCEPTION || c->exit == SOFT_EXIT_FAIL)
-			c->icount--;
+		/* A handler left through soft_exit. The pass counted its whole block: take back
+		 * the instruction that exited and those after it, then count the one that exited
+		 * if it retired (a fault or failure did not). */
+		const struct insn *cur = soft_current_insn(c);
+		if (cur)
+			c->icount -= (uint64_t)(c->cur_end - cur);
+		if (c->exit != SOFT_EXIT_EXCEPTION && c->exit != SOFT_EXIT_FAIL)
+			c->icount++;
+		c->cur_block = NULL;
 	} else {
 		run_blocks(c);
 	}
