@@ -17,7 +17,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 
-.PHONY: all unit-bins run test unit integration guests bench fuzz fuzz-long format format-check lint tidy clean help
+.PHONY: all unit-bins run test unit integration guests bench bench-soft fuzz fuzz-long format format-check lint tidy clean help
 
 all: $(BUILD)/ferry guests
 
@@ -69,6 +69,12 @@ bench:
 	$(MAKE) $(BUILD)/ferry guests
 	./bench/bench.sh $(BUILD)/ferry
 
+# The soft engine vs native and user-mode QEMU (qemu-x86_64) on busybox workloads.
+bench-soft:
+	./scripts/setup.sh --bench
+	$(MAKE) $(BUILD)/ferry-user
+	./bench/soft.sh $(BUILD)/ferry-user
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -93,7 +99,8 @@ clean:
 help:
 	@echo "make run          build and boot the demo guest (KVM engine)"
 	@echo "make test         the whole test suite (plain, then ASan+UBSan, then a short fuzz pass)"
-	@echo "make unit | integration | fuzz | fuzz-long | bench | format | lint | tidy | clean"
+	@echo "make unit | integration | fuzz | fuzz-long | diff | diff-long | bench | bench-soft"
+	@echo "     format | lint | tidy | clean"
 
 include tests/diff/Makefile.inc
 include tests/tools/ferry-user/Makefile.inc
