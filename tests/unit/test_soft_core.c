@@ -198,6 +198,50 @@ static void test_lazy_flags(void **state)
 	soft_cpu_destroy(c);
 }
 
+/* Rotates keep SF/ZF/AF/PF from the operation before them, even several rotates later, and
+ * set CF/OF themselves: the lazy rotate state against the host's flags. */
+static void test_rotate_chains(void **state)
+{
+	(void)state;
+	static const uint8_t code[] = {
+	    0x48, 0x29, 0xd8,       /* sub rax, rbx */
+	    0xc1, 0xc9, 0x03,       /* ror ecx, 3 */
+	    0x48, 0xc1, 0xc2, 0x05, /* rol rdx, 5 */
+	    0xd0, 0xce,             /* ror dh, 1 */
+	    0x9c,                   /* pushfq */
+	    0x41, 0x58,             /* pop r8 */
+	    0x0f, 0x05,             /* syscall */
+	};
+	static const uint64_t vals[] = {0,
+					1,
+					0x80,
+					0x7fffffff,
+					0x80000000,
+					0xffffffffffffffffull,
+					0x123456789abcdef0ull,
+					0x8000000000000000ull};
+	for (size_t i = 0; i < sizeof(vals) / 8; i++)
+		for (size_t j = 0; j < sizeof(vals) / 8; j++) {
+			uint64_t a = vals[i], b = vals[j], cx = vals[j] ^ 0x5a5a, dx = vals[i] + 7;
+			uint64_t ha = a, hc = cx, hd = dx, hf;
+			__asm__ volatile("sub %4, %0\n\tror $3, %k1\n\trol $5, %2\n\t"
+					 "ror $1, %h2\n\tpushfq\n\tpop %3"
+					 : "+a"(ha), "+c"(hc), "+d"(hd), "=r"(hf)
+					 : "r"(b)
+					 : "cc");
+			struct soft_cpu *c = new_cpu(code, sizeof(code));
+			c->gpr[GPR_RAX] = a;
+			c->gpr[GPR_RBX] = b;
+			c->gpr[GPR_RCX] = cx;
+			c->gpr[GPR_RDX] = dx;
+			assert_int_equal(soft_cpu_run(c), SOFT_EXIT_SYSCALL);
+			assert_int_equal(c->gpr[GPR_RCX], hc);
+			assert_int_equal(c->gpr[GPR_RDX], hd);
+			assert_int_equal(c->gpr[GPR_R8] & FL_ARITH, hf & FL_ARITH);
+			soft_cpu_destroy(c);
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -206,6 +250,7 @@ int main(void)
 	    cmocka_unit_test(test_self_modifying_code),
 	    cmocka_unit_test(test_faults),
 	    cmocka_unit_test(test_lazy_flags),
+	    cmocka_unit_test(test_rotate_chains),
 	};
 	return cmocka_run_group_tests_name("soft_core", tests, setup, teardown);
 }

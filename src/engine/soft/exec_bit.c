@@ -139,15 +139,7 @@ static inline void rotate(struct soft_cpu *c, const struct insn *in, bool left)
 		k = (bits - k) & (bits - 1);
 	uint64_t r = k ? ((a << k) | (a >> (bits - k))) & size_mask(sz) : a;
 	opnd_write(c, in, 0, r);
-	uint64_t msb = (r >> (bits - 1)) & 1, cf, of;
-	if (left) {
-		cf = r & 1;
-		of = msb ^ cf;
-	} else {
-		cf = msb;
-		of = msb ^ ((r >> (bits - 2)) & 1);
-	}
-	soft_set_flags(c, (cf ? FL_CF : 0) | (of ? FL_OF : 0), FL_CF | FL_OF);
+	lf_rot(c, left ? LF_ROL : LF_ROR, sz, r);
 }
 
 static void h_rol(struct soft_cpu *c, const struct insn *in)

@@ -8,12 +8,14 @@ static inline uint64_t sign_bit(unsigned si)
 	return 1ull << ((8u << si) - 1);
 }
 
-static uint64_t compute(const struct soft_cpu *c)
+/* The flags of one recorded operation; rflags supplies them for LF_NONE. */
+static uint64_t compute_op(unsigned lfop, uint64_t res_in, uint64_t src1, uint64_t src2,
+			   uint64_t src3, uint64_t rflags)
 {
-	unsigned op = c->lf.op & ~3u, si = c->lf.op & 3u;
+	unsigned op = lfop & ~3u, si = lfop & 3u;
 	unsigned bits = 8u << si;
 	uint64_t mask = size_mask(bits / 8), sb = sign_bit(si);
-	uint64_t res = c->lf.res & mask, a = c->lf.src1 & mask, b = c->lf.src2 & mask;
+	uint64_t res = res_in & mask, a = src1 & mask, b = src2 & mask;
 	uint64_t f = 0;
 	bool cf = false, of = false, af = false;
 
@@ -24,7 +26,7 @@ static uint64_t compute(const struct soft_cpu *c)
 		af = ((a ^ b ^ res) & 0x10) != 0;
 		break;
 	case LF_ADC:
-		cf = c->lf.src3 ? res <= a : res < a;
+		cf = src3 ? res <= a : res < a;
 		of = ((a ^ res) & (b ^ res) & sb) != 0;
 		af = ((a ^ b ^ res) & 0x10) != 0;
 		break;
@@ -34,19 +36,19 @@ static uint64_t compute(const struct soft_cpu *c)
 		af = ((a ^ b ^ res) & 0x10) != 0;
 		break;
 	case LF_SBB:
-		cf = c->lf.src3 ? a <= b : a < b;
+		cf = src3 ? a <= b : a < b;
 		of = ((a ^ b) & (a ^ res) & sb) != 0;
 		af = ((a ^ b ^ res) & 0x10) != 0;
 		break;
 	case LF_LOGIC:
 		break;
 	case LF_INC:
-		cf = c->lf.src3 != 0;
+		cf = src3 != 0;
 		of = res == sb;
 		af = (res & 0xf) == 0;
 		break;
 	case LF_DEC:
-		cf = c->lf.src3 != 0;
+		cf = src3 != 0;
 		of = res == sb - 1;
 		af = (res & 0xf) == 0xf;
 		break;
@@ -70,7 +72,7 @@ static uint64_t compute(const struct soft_cpu *c)
 		break;
 	}
 	default:
-		return c->rflags & FL_ARITH;
+		return rflags & FL_ARITH;
 	}
 	if (cf)
 		f |= FL_CF;
@@ -85,6 +87,29 @@ static uint64_t compute(const struct soft_cpu *c)
 	if (of)
 		f |= FL_OF;
 	return f;
+}
+
+static uint64_t compute(const struct soft_cpu *c)
+{
+	unsigned op = c->lf.op & ~3u;
+	if (op != LF_ROL && op != LF_ROR)
+		return compute_op(c->lf.op, c->lf.res, c->lf.src1, c->lf.src2, c->lf.src3,
+				  c->rflags);
+	/* CF is the bit that went round; OF is computed as for a count of 1 whatever the count
+	 * (what AMD does; the SDM leaves it undefined above 1): ROL MSB ^ CF, ROR the XOR of the
+	 * top two bits. */
+	unsigned bits = 8u << (c->lf.op & 3u);
+	uint64_t r = c->lf.res, msb = (r >> (bits - 1)) & 1, cf, of;
+	if (op == LF_ROL) {
+		cf = r & 1;
+		of = msb ^ cf;
+	} else {
+		cf = msb;
+		of = msb ^ ((r >> (bits - 2)) & 1);
+	}
+	uint64_t base = compute_op(c->lf.base_op, c->lf.base_res, c->lf.base_src1, c->lf.base_src2,
+				   c->lf.base_src3, c->rflags);
+	return (base & ~(uint64_t)(FL_CF | FL_OF)) | (cf ? FL_CF : 0) | (of ? FL_OF : 0);
 }
 
 uint64_t soft_flags(struct soft_cpu *c)

@@ -154,7 +154,11 @@ enum lf_op {
 	LF_SHL = 9 * 4, /* src1 = value, src2 = count (masked, non-zero) */
 	LF_SHR = 10 * 4,
 	LF_SAR = 11 * 4,
-	LF_COUNT = 12 * 4,
+	LF_COUNT = 12 * 4, /* ops below this one have ZF = (res == 0) */
+	/* Rotates change only CF and OF: they keep a snapshot (lf.base_*) of the operation that
+	 * set the other flags, so a run of rotates never computes flags. */
+	LF_ROL = 12 * 4,
+	LF_ROR = 13 * 4,
 };
 /* Size index for lazy ops: 0 = byte, 1 = word, 2 = dword, 3 = qword. */
 static inline unsigned size_index(unsigned bytes)
@@ -239,7 +243,9 @@ struct soft_cpu {
 	uint64_t rflags; /* with lf.op != LF_NONE its arithmetic bits are stale */
 	struct {
 		uint64_t res, src1, src2, src3;
-		uint32_t op; /* enum lf_op + size index */
+		uint32_t op;      /* enum lf_op + size index */
+		uint32_t base_op; /* LF_ROL/LF_ROR: the operation before the rotates */
+		uint64_t base_res, base_src1, base_src2, base_src3;
 	} lf;
 	bool stop_block;           /* leave the current block after this instruction */
 	volatile int exit_request; /* set from other threads: return from soft_cpu_run soon */
@@ -494,6 +500,22 @@ static inline void lf_set(struct soft_cpu *c, unsigned op, unsigned size, uint64
 	c->lf.res = res;
 	c->lf.src1 = src1;
 	c->lf.src2 = src2;
+}
+
+/* A rotate's result (ROL or ROR, count not 0): CF and OF follow from it; the other flags stay
+ * what the operation before the rotates made them. */
+static inline void lf_rot(struct soft_cpu *c, unsigned op, unsigned size, uint64_t res)
+{
+	unsigned prev = c->lf.op & ~3u;
+	if (prev != LF_ROL && prev != LF_ROR) {
+		c->lf.base_op = c->lf.op;
+		c->lf.base_res = c->lf.res;
+		c->lf.base_src1 = c->lf.src1;
+		c->lf.base_src2 = c->lf.src2;
+		c->lf.base_src3 = c->lf.src3;
+	}
+	c->lf.op = op + size_index(size);
+	c->lf.res = res;
 }
 
 /* Computes the arithmetic flags into rflags (lf.op becomes LF_NONE) and returns rflags. */
