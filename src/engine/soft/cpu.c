@@ -172,7 +172,9 @@ static bool between_blocks(struct soft_cpu *c)
 	return true;
 }
 
-static void run_blocks(struct soft_cpu *c)
+/* Out of line on purpose: inlined into soft_cpu_run, which calls setjmp, it would keep its
+ * variables in memory and reload them for every instruction. */
+__attribute__((noinline)) static void run_blocks(struct soft_cpu *c)
 {
 	struct soft_cache *cache = c->cache;
 	for (;;) {
