@@ -35,6 +35,8 @@ void fu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));  /* alw
 void fu_info(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* with -v */
 /* Prints the --stats lines (if asked for) once per process. */
 void fu_print_stats(void);
+/* A forked child starts its own --stats account (count and clock). */
+void fu_stats_restart(void);
 /* Leaves the process with status (exit, exit_group). */
 __attribute__((noreturn)) void fu_exit(int status);
 /* Dies of sig the way a native process would, so a parent sees a signal death. */

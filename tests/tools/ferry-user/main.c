@@ -69,6 +69,13 @@ void fu_print_stats(void)
 	       (unsigned long long)soft_stats.tlb_misses);
 }
 
+void fu_stats_restart(void)
+{
+	clock_gettime(CLOCK_MONOTONIC, &t_start);
+	if (fu_cpu)
+		fu_cpu->icount = 0;
+}
+
 void fu_exit(int status)
 {
 	fu_print_stats();

@@ -366,6 +366,7 @@ static long sys_clone(struct soft_cpu *c, uint64_t flags, uint64_t newsp, uint64
 	}
 	if (pid == 0) {
 		sig_after_fork();
+		fu_stats_restart();
 		if (flags & CLONE_SETTLS)
 			c->seg[SEG_FS].base = tls;
 		if (newsp)
