@@ -200,6 +200,51 @@ __attribute__((visibility("hidden"))) extern const uint8_t native_return[];
 	X(op##_rip, U, #op " rax, qword ptr [rip+0x1800]")                                         \
 	X(op##_ripm, U, #op " dword ptr [rip+0x1804], 0x55")
 
+/* The address forms of the specialized handlers at every size: [base + index * scale + disp],
+ * [rip + disp], a 32-bit address (the generic address path), and operands that straddle the
+ * page boundary at DATA (the TLB fast path must let them go the slow way). */
+#define ALU_ADDR_FORMS(X, op, U)                                                                   \
+	X(op##_mr8_sib, U, "and ecx, 0x1f\n" #op " byte ptr [rdi+rcx+0x40], ah")                   \
+	X(op##_mr16_sib, U, "and ecx, 0x1f\n" #op " word ptr [rdi+rcx*2+0x40], dx")                \
+	X(op##_mr32_sib, U, "and ecx, 0x1f\n" #op " dword ptr [rdi+rcx*4], ebx")                   \
+	X(op##_mr64_sib, U, "and ecx, 0x1f\n" #op " qword ptr [rdi+rcx*8+8], rax")                 \
+	X(op##_mi8_sib, U, "and ecx, 0x1f\n" #op " byte ptr [rdi+rcx*8+3], 0x80")                  \
+	X(op##_mi16_sib, U, "and ecx, 0x1f\n" #op " word ptr [rdi+rcx*4+0x40], -3")                \
+	X(op##_mi32_sib, U, "and ecx, 0x1f\n" #op " dword ptr [rdi+rcx*2+0x40], 0x7fff0001")       \
+	X(op##_rm8_sib, U, "and ebx, 0x1f\n" #op " cl, byte ptr [rdi+rbx+0x40]")                   \
+	X(op##_rm16_sib, U, "and ebx, 0x1f\n" #op " cx, word ptr [rdi+rbx*2]")                     \
+	X(op##_rm32_sib, U, "and ebx, 0x1f\n" #op " edx, dword ptr [rdi+rbx*4+0x40]")              \
+	X(op##_mr8_rip, U, #op " byte ptr [rip+0x1801], bl")                                       \
+	X(op##_mi16_rip, U, #op " word ptr [rip+0x1802], 0x1234")                                  \
+	X(op##_rm16_rip, U, #op " si, word ptr [rip+0x1806]")                                      \
+	X(op##_rm8_rip, U, #op " bh, byte ptr [rip+0x1807]")                                       \
+	X(op##_mi64_rip, U, #op " qword ptr [rip+0x1808], -0x80")                                  \
+	X(op##_rm32_a32, U, #op " eax, dword ptr [edi+8]")                                         \
+	X(op##_mr16_a32, U, #op " word ptr [edi+6], cx")                                           \
+	X(op##_mr16_cross, U, #op " word ptr [rdi-1], dx")                                         \
+	X(op##_rm64_cross, U, #op " rax, qword ptr [rdi-3]")                                       \
+	X(op##_mi32_cross, U, #op " dword ptr [rdi-2], 5")
+
+/* adc/sbb and inc/dec on memory after each producer of CF (the fast carry paths). */
+#define CARRY_CHAINS(X, op)                                                                        \
+	X(op##_m8_after_cmp, 0, "cmp eax, ebx\n" #op " byte ptr [rdi+1], cl")                      \
+	X(op##_m16_after_sub, 0, "sub ax, bx\n" #op " word ptr [rdi+2], 7")                        \
+	X(op##_m32_after_add, 0, "add rax, rbx\n" #op " dword ptr [rdi+4], edx")                   \
+	X(op##_r64_after_test, FL_AF, "test al, bl\n" #op " rcx, qword ptr [rdi+8]")               \
+	X(op##_m64_after_inc, 0, "inc cl\n" #op " qword ptr [rip+0x1808], rdx")                    \
+	X(op##_r16_after_dec, 0, "dec rdx\n" #op " si, word ptr [rdi+6]")                          \
+	X(op##_m8_after_neg, 0, "movzx ecx, cl\nneg ebx\n" #op " byte ptr [rdi+rcx+0x40], 3")      \
+	X(op##_m32_loaded, 0, #op " dword ptr [rdi+12], ebx")
+
+#define INCDEC_CHAINS(X, op)                                                                       \
+	X(op##_m8_sib_adc, 0,                                                                      \
+	  "movzx ecx, cl\ncmp rax, rbx\n" #op " byte ptr [rdi+rcx+0x40]\nadc edx, 0")              \
+	X(op##_m16_rip_sbb, 0, "add eax, ebx\n" #op " word ptr [rip+0x1802]\nsbb edx, 0")          \
+	X(op##_m32_bd_setc, 0, "sub al, bl\n" #op " dword ptr [rdi+4]\nsetc dl")                   \
+	X(op##_m64_cross, 0, "xor eax, ebx\n" #op " qword ptr [rdi-4]\nadc rdx, rcx")              \
+	X(op##_r8h_chain, 0, #op " ch\n" #op " ah\nsbb esi, esi")                                  \
+	X(op##_r16_after_neg, 0, "neg rax\n" #op " dx\nadc esi, 0")
+
 #define LOCK_FORMS(X, op)                                                                          \
 	X(lock_##op##64, 0, "lock " #op " qword ptr [rdi+8], rax")                                 \
 	X(lock_##op##32, 0, "lock " #op " dword ptr [rdi+12], 0x11")                               \
@@ -223,6 +268,11 @@ __attribute__((visibility("hidden"))) extern const uint8_t native_return[];
 	X(lock_##op##8, 0, "lock " #op " byte ptr [rdi+15]")
 
 #define CMOV_FORMS(X, cc)                                                                          \
+	X(cmov##cc##_cmp8, 0, "cmp al, bl\ncmov" #cc " rcx, rdx")                                  \
+	X(cmov##cc##_cmpm16, 0, "cmp word ptr [rdi+2], bx\ncmov" #cc " ecx, edx")                  \
+	X(cmov##cc##_dec16, 0, "dec ax\ncmov" #cc " rcx, rdx")                                     \
+	X(cmov##cc##_sbb, 0, "sbb eax, ebx\ncmov" #cc " ecx, edx")                                 \
+	X(cmov##cc##_or64, FL_AF, "or rax, rbx\ncmov" #cc " rcx, rdx")                             \
 	X(cmov##cc##_rr64, 0, "cmov" #cc " rax, rbx")                                              \
 	X(cmov##cc##_rr32, 0, "cmov" #cc " eax, ebx")                                              \
 	X(cmov##cc##_rr16, 0, "cmov" #cc " ax, bx")                                                \
@@ -237,6 +287,16 @@ __attribute__((visibility("hidden"))) extern const uint8_t native_return[];
 	X(cmov##cc##_inc, 0, "inc rbx\ncmov" #cc " ecx, edx")
 
 #define SET_FORMS(X, cc)                                                                           \
+	X(set##cc##_cmpm8, 0, "cmp byte ptr [rdi+1], al\nset" #cc " cl")                           \
+	X(set##cc##_cmpm16, 0, "cmp dx, word ptr [rdi+2]\nset" #cc " cl")                          \
+	X(set##cc##_and16, FL_AF, "and ax, bx\nset" #cc " cl")                                     \
+	X(set##cc##_or8, FL_AF, "or al, bl\nset" #cc " byte ptr [rdi+5]")                          \
+	X(set##cc##_inc8, 0, "inc bl\nset" #cc " cl")                                              \
+	X(set##cc##_decm16, 0, "dec word ptr [rdi+2]\nset" #cc " cl")                              \
+	X(set##cc##_adc8, 0, "adc al, bl\nset" #cc " ch")                                          \
+	X(set##cc##_add64, 0, "add rax, rbx\nset" #cc " cl")                                       \
+	X(set##cc##_shl1, FL_AF, "shl eax, 1\nset" #cc " cl")                                      \
+	X(set##cc##_sar1, FL_AF, "sar al, 1\nset" #cc " cl")                                       \
 	X(set##cc##_r, 0, "set" #cc " cl")                                                         \
 	X(set##cc##_rh, 0, "set" #cc " ah")                                                        \
 	X(set##cc##_m, 0, "set" #cc " byte ptr [rdi+5]")                                           \
@@ -307,6 +367,23 @@ __attribute__((visibility("hidden"))) extern const uint8_t native_return[];
 	X(mov_mi8, 0, "mov byte ptr [rdi+3], 0xab")                                                \
 	X(mov_mi64_rip, 0, "mov qword ptr [rip+0x1800], -7")                                       \
 	X(mov_mi32_sib, 0, "and ecx, 0x1f\nmov dword ptr [rdi+rcx*4+4], 0x5a5a5a5a")               \
+	X(mov_rm8_sib, 0, "and ecx, 0x1f\nmov ah, byte ptr [rdi+rcx*8]")                           \
+	X(mov_rm16_sib, 0, "and ecx, 0x1f\nmov dx, word ptr [rdi+rcx*2+0x40]")                     \
+	X(mov_mr8_sib, 0, "and ecx, 0x1f\nmov byte ptr [rdi+rcx+0x40], ah")                        \
+	X(mov_mr16_sib, 0, "and ecx, 0x1f\nmov word ptr [rdi+rcx*4+2], si")                        \
+	X(mov_mi8_sib, 0, "and ecx, 0x1f\nmov byte ptr [rdi+rcx+0x41], 0x9c")                      \
+	X(mov_mi16_sib, 0, "and ecx, 0x1f\nmov word ptr [rdi+rcx*2+0x40], -2")                     \
+	X(mov_rm8_rip, 0, "mov bl, byte ptr [rip+0x1803]")                                         \
+	X(mov_rm16_rip, 0, "mov cx, word ptr [rip+0x1806]")                                        \
+	X(mov_mr8_rip, 0, "mov byte ptr [rip+0x1801], dh")                                         \
+	X(mov_mi16_rip, 0, "mov word ptr [rip+0x1802], 0x4321")                                    \
+	X(mov_rm16_a32, 0, "mov ax, word ptr [edi+6]")                                             \
+	X(mov_mr8_a32, 0, "mov byte ptr [edi+7], cl")                                              \
+	X(mov_rm16_cross, 0, "mov ax, word ptr [rdi-1]")                                           \
+	X(mov_rm64_cross, 0, "mov rax, qword ptr [rdi-5]")                                         \
+	X(mov_mr16_cross, 0, "mov word ptr [rdi-1], bx")                                           \
+	X(mov_mr32_cross, 0, "mov dword ptr [rdi-3], ebx")                                         \
+	X(mov_mi64_cross, 0, "mov qword ptr [rdi-7], -9")                                          \
 	X(movabs_load64, 0, ".byte 0x48, 0xa1\n.quad 0x30002010")                                  \
 	X(movabs_load8, 0, ".byte 0xa0\n.quad 0x30002011")                                         \
 	X(movabs_store32, 0, ".byte 0xa3\n.quad 0x30002014")                                       \
@@ -336,6 +413,23 @@ __attribute__((visibility("hidden"))) extern const uint8_t native_return[];
 	X(movsx_r16_r8, 0, "movsx cx, dl")                                                         \
 	X(movsxd_r64_r32, 0, "movsxd rax, ebx")                                                    \
 	X(movsxd_r64_m32, 0, "movsxd rax, dword ptr [rdi+4]")                                      \
+	X(movzx_r32_m8_sib, 0, "and ecx, 0x1f\nmovzx eax, byte ptr [rdi+rcx+0x40]")                \
+	X(movzx_r64_m16_sib, 0, "and ecx, 0x1f\nmovzx rax, word ptr [rdi+rcx*2+0x40]")             \
+	X(movzx_r32_m16_rip, 0, "movzx edx, word ptr [rip+0x1802]")                                \
+	X(movzx_r64_m8_rip, 0, "movzx rsi, byte ptr [rip+0x1805]")                                 \
+	X(movzx_r32_m16_cross, 0, "movzx ebx, word ptr [rdi-1]")                                   \
+	X(movzx_r32_m8_a32, 0, "movzx ebx, byte ptr [edi+9]")                                      \
+	X(movzx_r64_r8, 0, "movzx r9, sil")                                                        \
+	X(movsx_r32_m8_sib, 0, "and ecx, 0x1f\nmovsx eax, byte ptr [rdi+rcx*4+0x40]")              \
+	X(movsx_r64_m8_sib, 0, "and ecx, 0x1f\nmovsx rax, byte ptr [rdi+rcx+0x41]")                \
+	X(movsx_r32_m16_rip, 0, "movsx edx, word ptr [rip+0x1806]")                                \
+	X(movsx_r64_m16_cross, 0, "movsx rbx, word ptr [rdi-1]")                                   \
+	X(movsx_r64_r8, 0, "movsx rax, bl")                                                        \
+	X(movsx_r64_r16, 0, "movsx rcx, dx")                                                       \
+	X(movsx_r32_m16_a32, 0, "movsx ecx, word ptr [edi+6]")                                     \
+	X(movsxd_r64_m32_sib, 0, "and ecx, 0x1f\nmovsxd rax, dword ptr [rdi+rcx*4+0x40]")          \
+	X(movsxd_r64_m32_rip, 0, "movsxd rdx, dword ptr [rip+0x1804]")                             \
+	X(movsxd_r64_m32_cross, 0, "movsxd rdx, dword ptr [rdi-2]")                                \
 	X(movsxd_r32, 0, ".byte 0x63, 0xc3")                                                       \
 	X(movsxd_r16, 0, ".byte 0x66, 0x63, 0xc3")                                                 \
 	/* xchg, xadd, cmpxchg */                                                                  \
@@ -406,6 +500,24 @@ __attribute__((visibility("hidden"))) extern const uint8_t native_return[];
 	ALU_FORMS(X, xor, FL_AF)                                                                   \
 	ALU_FORMS(X, cmp, 0)                                                                       \
 	ALU_FORMS(X, test, FL_AF)                                                                  \
+	ALU_ADDR_FORMS(X, add, 0)                                                                  \
+	ALU_ADDR_FORMS(X, adc, 0)                                                                  \
+	ALU_ADDR_FORMS(X, sub, 0)                                                                  \
+	ALU_ADDR_FORMS(X, sbb, 0)                                                                  \
+	ALU_ADDR_FORMS(X, and, FL_AF)                                                              \
+	ALU_ADDR_FORMS(X, or, FL_AF)                                                               \
+	ALU_ADDR_FORMS(X, xor, FL_AF)                                                              \
+	ALU_ADDR_FORMS(X, cmp, 0)                                                                  \
+	X(test_mr8_sib, FL_AF, "and ecx, 0x1f\ntest byte ptr [rdi+rcx+0x40], ah")                  \
+	X(test_mr16_rip, FL_AF, "test word ptr [rip+0x1802], dx")                                  \
+	X(test_mi32_sib, FL_AF, "and ecx, 0x1f\ntest dword ptr [rdi+rcx*4], 0x80000001")           \
+	X(test_mi8_rip, FL_AF, "test byte ptr [rip+0x1801], 0x81")                                 \
+	X(test_mr64_cross, FL_AF, "test qword ptr [rdi-6], rcx")                                   \
+	X(test_mi16_a32, FL_AF, "test word ptr [edi+2], 0x8001")                                   \
+	CARRY_CHAINS(X, adc)                                                                       \
+	CARRY_CHAINS(X, sbb)                                                                       \
+	INCDEC_CHAINS(X, inc)                                                                      \
+	INCDEC_CHAINS(X, dec)                                                                      \
 	LOCK_FORMS(X, add)                                                                         \
 	LOCK_FORMS(X, adc)                                                                         \
 	LOCK_FORMS(X, sub)                                                                         \
@@ -428,6 +540,10 @@ __attribute__((visibility("hidden"))) extern const uint8_t native_return[];
 	UNARY_FORMS(X, not )                                                                       \
 	UNARY_FORMS(X, inc)                                                                        \
 	UNARY_FORMS(X, dec)                                                                        \
+	X(neg_r16x, 0, "neg r9w")                                                                  \
+	X(not_r8x, 0, "not r10b")                                                                  \
+	X(neg_m16_sib, 0, "and ecx, 0x1f\nneg word ptr [rdi+rcx*2+0x40]")                          \
+	X(not_m32_rip, 0, "not dword ptr [rip+0x1804]")                                            \
 	/* push, pop */                                                                            \
 	X(push_pop_r64, 0, "push rax\npop rbx")                                                    \
 	X(push_pop_r64x, 0, "push r15\npop r14")                                                   \
@@ -712,6 +828,9 @@ static void test_differential(void **state)
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 
+/* Fills the TLB for the pages at r10 (a read) and r9 (a write of r8b, which is 0). */
+#define WARM "mov r11b, byte ptr [r10]\nmov byte ptr [r9], r8b\n"
+
 /* Programs for the soft CPU alone: X(name, text). */
 #define PROGS(X)                                                                                   \
 	X(p_cli, "cli\nsyscall")                                                                   \
@@ -726,6 +845,21 @@ static void test_differential(void **state)
 	X(p_popfq, "popfq\nsyscall")                                                               \
 	X(p_cx16_rdi, "cmpxchg16b [rdi]\nsyscall")                                                 \
 	X(p_add_rbx, "add dword ptr [rbx], eax\nsyscall")                                          \
+	X(p_cmp_only, WARM "cmp eax, edx\nsyscall")                                                \
+	X(p_f_add16, WARM "cmp eax, edx\nadd word ptr [rbx], ax\nsyscall")                         \
+	X(p_f_xor64, WARM "cmp eax, edx\nxor qword ptr [rbx], rax\nsyscall")                       \
+	X(p_f_adc8, WARM "cmp eax, edx\nadc byte ptr [rbx+rcx], 1\nsyscall")                       \
+	X(p_f_sub32, WARM "cmp eax, edx\nsub dword ptr [rbx+rcx*4], edx\nsyscall")                 \
+	X(p_f_inc8, WARM "cmp eax, edx\ninc byte ptr [rbx+rcx]\nsyscall")                          \
+	X(p_f_dec16, WARM "cmp eax, edx\ndec word ptr [rbx]\nsyscall")                             \
+	X(p_f_mov16, WARM "cmp eax, edx\nmov word ptr [rbx], 0x1234\nsyscall")                     \
+	X(p_f_mov8, WARM "cmp eax, edx\nmov byte ptr [rbx+rcx*2], ah\nsyscall")                    \
+	X(p_f_load16, WARM "cmp eax, edx\nmov ax, word ptr [rbx]\nsyscall")                        \
+	X(p_f_zx16, WARM "cmp eax, edx\nmovzx eax, word ptr [rbx+rcx*2]\nsyscall")                 \
+	X(p_f_sx8, WARM "cmp eax, edx\nmovsx rax, byte ptr [rbx]\nsyscall")                        \
+	X(p_f_cmp16, WARM "cmp eax, edx\ncmp word ptr [rbx], 5\nsyscall")                          \
+	X(p_f_or_load, WARM "cmp eax, edx\nor eax, dword ptr [rbx+rcx]\nsyscall")                  \
+	X(p_f_test8, WARM "cmp eax, edx\ntest byte ptr [rbx], al\nsyscall")                        \
 	X(p_xadd_rbx, "xadd dword ptr [rbx], eax\nsyscall")                                        \
 	X(p_lock_add_q, "lock add qword ptr [rbx], rax\nsyscall")                                  \
 	X(p_lock_xadd_d, "lock xadd dword ptr [rbx], ecx\nsyscall")                                \
@@ -939,6 +1073,80 @@ static void test_faults(void **state)
 	expect_fault(c, EXC_PF, 0x6, CODE);
 	assert_int_equal(c->gpr[GPR_RAX], 1);
 	soft_cpu_destroy(c);
+}
+
+/* The specialized memory forms on a page that is read-only or not there, and straddling into
+ * one: a write faults on write access before anything is read or written (also a compare that
+ * only reads does not), reported with the address of the page that failed; registers, lazy
+ * flags (of a cmp before the faulting instruction) and memory stay as they were. */
+static void test_memory_form_faults(void **state)
+{
+	(void)state;
+	const struct {
+		const uint8_t *code;
+		size_t len;
+		uint64_t rbx, rcx;
+		uint64_t at;      /* the first byte accessed */
+		uint32_t error;   /* 0: no fault */
+		uint64_t address; /* of the fault */
+	} t[] = {
+	    {PROG(p_f_add16), RO_PAGE + 2, 0, RO_PAGE + 2, 0x7, RO_PAGE + 2},
+	    {PROG(p_f_add16), RO_PAGE - 1, 0, RO_PAGE - 1, 0x7, RO_PAGE},
+	    {PROG(p_f_xor64), RO_PAGE - 4, 0, RO_PAGE - 4, 0x7, RO_PAGE},
+	    {PROG(p_f_xor64), NO_PAGE - 8, 0, NO_PAGE - 8, 0x7, NO_PAGE - 8},
+	    {PROG(p_f_adc8), RO_PAGE, 9, RO_PAGE + 9, 0x7, RO_PAGE + 9},
+	    {PROG(p_f_sub32), NO_PAGE, 3, NO_PAGE + 12, 0x6, NO_PAGE + 12},
+	    {PROG(p_f_sub32), RO_PAGE - 14, 3, RO_PAGE - 2, 0x7, RO_PAGE},
+	    {PROG(p_f_sub32), NO_PAGE - 14, 3, NO_PAGE - 2, 0x7, NO_PAGE - 2},
+	    {PROG(p_f_inc8), RO_PAGE + 0x100, 1, RO_PAGE + 0x101, 0x7, RO_PAGE + 0x101},
+	    {PROG(p_f_dec16), RO_PAGE - 1, 0, RO_PAGE - 1, 0x7, RO_PAGE},
+	    {PROG(p_f_mov16), RO_PAGE - 1, 0, RO_PAGE - 1, 0x7, RO_PAGE},
+	    {PROG(p_f_mov8), NO_PAGE, 2, NO_PAGE + 4, 0x6, NO_PAGE + 4},
+	    {PROG(p_f_load16), NO_PAGE - 1, 0, NO_PAGE - 1, 0x4, NO_PAGE},
+	    {PROG(p_f_load16), NO_PAGE + 6, 0, NO_PAGE + 6, 0x4, NO_PAGE + 6},
+	    {PROG(p_f_zx16), NO_PAGE - 3, 1, NO_PAGE - 1, 0x4, NO_PAGE},
+	    {PROG(p_f_sx8), NO_PAGE, 0, NO_PAGE, 0x4, NO_PAGE},
+	    {PROG(p_f_cmp16), NO_PAGE - 1, 0, NO_PAGE - 1, 0x4, NO_PAGE},
+	    {PROG(p_f_or_load), NO_PAGE - 2, 0, NO_PAGE - 2, 0x4, NO_PAGE},
+	    {PROG(p_f_test8), NO_PAGE + 0x800, 0, NO_PAGE + 0x800, 0x4, NO_PAGE + 0x800},
+	    /* Reads of the read-only page are fine. */
+	    {PROG(p_f_cmp16), RO_PAGE - 1, 0, RO_PAGE - 1, 0, 0},
+	    {PROG(p_f_load16), RO_PAGE + 0xffe, 0, RO_PAGE + 0xffe, 0, 0},
+	    {PROG(p_f_test8), RO_PAGE, 0, RO_PAGE, 0, 0},
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		uint64_t page = t[i].at & ~0xfffull;
+		uint64_t gpr[16];
+		for (unsigned r = 0; r < 16; r++)
+			gpr[r] = r == GPR_RSP ? STACK_TOP : r == GPR_RDI ? DATA : value();
+		gpr[GPR_RBX] = t[i].rbx;
+		gpr[GPR_RCX] = t[i].rcx;
+		/* The TLB holds the page of the first byte for reading, and for writing where it
+		 * is writable, as after earlier accesses. */
+		gpr[GPR_R10] = page < NO_PAGE ? page : DATA;
+		gpr[GPR_R9] = page < RO_PAGE ? page : DATA;
+		gpr[GPR_R8] = 0;
+		/* The registers and flags after the instructions before the one that faults. */
+		struct soft_cpu *c = cpu_with(PROG(p_cmp_only));
+		memcpy(c->gpr, gpr, sizeof(gpr));
+		assert_int_equal(soft_cpu_run(c), SOFT_EXIT_SYSCALL);
+		uint64_t flags = soft_flags(c) & FL_ARITH;
+		memcpy(gpr, c->gpr, sizeof(gpr));
+		soft_cpu_destroy(c);
+		c = cpu_with(t[i].code, t[i].len);
+		memcpy(c->gpr, gpr, sizeof(gpr));
+		if (!t[i].error) {
+			assert_int_equal(soft_cpu_run(c), SOFT_EXIT_SYSCALL);
+		} else {
+			expect_fault(c, EXC_PF, t[i].error, CODE + 8);
+			assert_int_equal(c->exc_addr, t[i].address);
+			assert_memory_equal(c->gpr, gpr, sizeof(gpr));
+			assert_int_equal(soft_flags(c) & FL_ARITH, flags);
+		}
+		for (size_t k = 0; k < CMP_SIZE; k++)
+			assert_int_equal(((const uint8_t *)CMP_LO)[k], 0);
+		soft_cpu_destroy(c);
+	}
 }
 
 static uint64_t get64(uint64_t va)
@@ -1179,10 +1387,15 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_differential),   cmocka_unit_test(test_cli_sti_popf_privilege),
-	    cmocka_unit_test(test_faults),         cmocka_unit_test(test_locked_across_pages),
-	    cmocka_unit_test(test_locked_threads), cmocka_unit_test(test_segments_and_modes),
-	    cmocka_unit_test(test_mov_cr_hook),    cmocka_unit_test(test_hot_loop_speed),
+	    cmocka_unit_test(test_differential),
+	    cmocka_unit_test(test_cli_sti_popf_privilege),
+	    cmocka_unit_test(test_faults),
+	    cmocka_unit_test(test_memory_form_faults),
+	    cmocka_unit_test(test_locked_across_pages),
+	    cmocka_unit_test(test_locked_threads),
+	    cmocka_unit_test(test_segments_and_modes),
+	    cmocka_unit_test(test_mov_cr_hook),
+	    cmocka_unit_test(test_hot_loop_speed),
 	};
 	return cmocka_run_group_tests_name("soft_alu", tests, setup, teardown);
 }

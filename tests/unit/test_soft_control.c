@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "engine/soft/exec_alu.h"
 #include "soft_string_native.h"
 
 #define FMASK      (FL_ARITH | FL_DF)
@@ -80,27 +81,60 @@ static void check(const uint8_t *code, size_t len, const struct sn_regs *r, cons
 	assert_true(sn_check(code, len, r, rnd(), FMASK, NULL, what));
 }
 
-/* All sixteen conditions, short and near, on materialized flags and right after cmp, sub,
- * test, add and dec (the lazy-flag fast paths). */
+/* All sixteen conditions, short and near, on materialized flags and after every producer of
+ * lazy flags at every size (the fast paths of each condition), alone and in chains whose
+ * second operation takes CF from the first. */
 static void test_jcc(void **state)
 {
 	(void)state;
-	static const uint8_t ops[][3] = {
-	    {0x48, 0x39, 0xd8}, /* cmp rax, rbx */
-	    {0x29, 0xd8, 0x90}, /* sub eax, ebx; nop */
-	    {0x48, 0x85, 0xd8}, /* test rax, rbx */
-	    {0x00, 0xd8, 0x90}, /* add al, bl; nop */
-	    {0x48, 0xff, 0xc8}, /* dec rax */
-	    {0x90, 0x90, 0x90}, /* flags as loaded */
+	static const struct {
+		uint8_t len, bytes[7];
+		uint32_t undef; /* flags the SDM leaves undefined */
+	} ops[] = {
+	    {3, {0x48, 0x39, 0xd8}, 0},                   /* cmp rax, rbx */
+	    {2, {0x29, 0xd8}, 0},                         /* sub eax, ebx */
+	    {3, {0x48, 0x85, 0xd8}, 0},                   /* test rax, rbx */
+	    {2, {0x00, 0xd8}, 0},                         /* add al, bl */
+	    {3, {0x48, 0xff, 0xc8}, 0},                   /* dec rax */
+	    {0, {0}, 0},                                  /* flags as loaded */
+	    {2, {0x38, 0xd8}, 0},                         /* cmp al, bl */
+	    {3, {0x66, 0x39, 0xd8}, 0},                   /* cmp ax, bx */
+	    {2, {0x39, 0xd8}, 0},                         /* cmp eax, ebx */
+	    {3, {0x66, 0x29, 0xd8}, 0},                   /* sub ax, bx */
+	    {2, {0x38, 0x07}, 0},                         /* cmp byte ptr [rdi], al */
+	    {3, {0x66, 0x3b, 0x07}, 0},                   /* cmp ax, word ptr [rdi] */
+	    {2, {0x84, 0xd8}, FL_AF},                     /* test al, bl */
+	    {3, {0x66, 0x21, 0xd8}, FL_AF},               /* and ax, bx */
+	    {2, {0x09, 0xd8}, FL_AF},                     /* or eax, ebx */
+	    {2, {0x30, 0xd8}, FL_AF},                     /* xor al, bl */
+	    {2, {0x01, 0xd8}, 0},                         /* add eax, ebx */
+	    {3, {0x48, 0x01, 0xd8}, 0},                   /* add rax, rbx */
+	    {3, {0x66, 0x03, 0x07}, 0},                   /* add ax, word ptr [rdi] */
+	    {2, {0x11, 0xd8}, 0},                         /* adc eax, ebx */
+	    {2, {0x18, 0xd8}, 0},                         /* sbb al, bl */
+	    {3, {0x66, 0xff, 0xc0}, 0},                   /* inc ax */
+	    {2, {0xfe, 0xc8}, 0},                         /* dec al */
+	    {2, {0xff, 0xc0}, 0},                         /* inc eax */
+	    {3, {0x66, 0xff, 0x07}, 0},                   /* inc word ptr [rdi] */
+	    {3, {0x48, 0xf7, 0xd8}, 0},                   /* neg rax */
+	    {2, {0xf6, 0xd8}, 0},                         /* neg al */
+	    {2, {0xd1, 0xe0}, FL_AF},                     /* shl eax, 1 */
+	    {2, {0xd0, 0xf8}, FL_AF},                     /* sar al, 1 */
+	    {3, {0x66, 0xd1, 0xe8}, FL_AF},               /* shr ax, 1 */
+	    {4, {0x38, 0xd8, 0x11, 0xd8}, 0},             /* cmp al, bl; adc eax, ebx */
+	    {5, {0x84, 0xd8, 0x66, 0x19, 0xd8}, 0},       /* test al, bl; sbb ax, bx */
+	    {5, {0xfe, 0xc8, 0x66, 0xff, 0xc0}, 0},       /* dec al; inc ax */
+	    {5, {0x48, 0x01, 0xd8, 0xff, 0xc8}, 0},       /* add rax, rbx; dec eax */
+	    {5, {0x48, 0x39, 0xd8, 0xfe, 0x07}, 0},       /* cmp rax, rbx; inc byte ptr [rdi] */
+	    {6, {0x66, 0x39, 0xd8, 0x66, 0x11, 0x07}, 0}, /* cmp ax, bx; adc word ptr [rdi], ax */
 	};
 	char what[64];
 	for (unsigned cc = 0; cc < 16; cc++)
 		for (unsigned k = 0; k < sizeof(ops) / sizeof(ops[0]); k++)
 			for (unsigned i = 0; i < 10; i++) {
-				uint8_t code[16];
-				size_t n = 0;
-				memcpy(code, ops[k], 3);
-				n = 3;
+				uint8_t code[24];
+				size_t n = ops[k].len;
+				memcpy(code, ops[k].bytes, n);
 				if (i & 1) {
 					code[n++] = (uint8_t)(0x70 + cc);
 					code[n++] = 5;
@@ -116,9 +150,110 @@ static void test_jcc(void **state)
 				struct sn_regs r = random_regs();
 				r.gpr[GPR_RAX] = some_value();
 				r.gpr[GPR_RBX] = i < 3 ? r.gpr[GPR_RAX] : some_value();
+				r.gpr[GPR_RDI] = SN_DATA + rnd() % 64;
 				snprintf(what, sizeof(what), "jcc %u after op %u #%u", cc, k, i);
-				check(code, n, &r, what);
+				assert_true(sn_check(code, n, &r, rnd(),
+						     FMASK & ~(uint64_t)ops[k].undef, NULL, what));
 			}
+}
+
+/* The conditions straight from the lazy-flags record (soft_cond_fast) and through soft_cond
+ * against those of the flags flags.c computes, for records of every operation and size as the
+ * handlers make them, with stale or garbage fields where an operation leaves them (INC/DEC
+ * record only their result and CF), and after rotates. */
+static void test_cond_fast_paths(void **state)
+{
+	(void)state;
+	static struct soft_cpu c, m;
+	static const unsigned kinds[] = {LF_NONE, LF_ADD, LF_ADC, LF_SUB, LF_SBB, LF_LOGIC,
+					 LF_INC,  LF_DEC, LF_NEG, LF_SHL, LF_SHR, LF_SAR};
+	char what[64];
+	for (unsigned it = 0; it < 3000; it++) {
+		unsigned kind = kinds[it % (sizeof(kinds) / sizeof(kinds[0]))];
+		unsigned si = (unsigned)(rnd() & 3), bits = 8u << si;
+		uint64_t mask = bits == 64 ? ~0ull : (1ull << bits) - 1;
+		uint64_t a = some_value() & mask, b = some_value() & mask, cin = rnd() & 1, res;
+		unsigned n = 1 + (unsigned)(rnd() % (bits - 1)); /* a shift count: 1..bits-1 */
+		c.lf.src1 = rnd();
+		c.lf.src2 = rnd();
+		c.lf.src3 = cin;
+		switch (kind) {
+		case LF_ADD:
+			res = a + b;
+			break;
+		case LF_ADC:
+			res = a + b + cin;
+			break;
+		case LF_SUB:
+			res = a - b;
+			break;
+		case LF_SBB:
+			res = a - b - cin;
+			break;
+		case LF_LOGIC:
+			res = rnd() & 1 ? a & b : a ^ b;
+			break;
+		case LF_INC:
+			res = a + 1;
+			break;
+		case LF_DEC:
+			res = a - 1;
+			break;
+		case LF_NEG:
+			res = -a;
+			b = 0;
+			break;
+		case LF_SHL:
+			res = a << n;
+			b = n;
+			break;
+		case LF_SHR:
+			res = a >> n;
+			b = n;
+			break;
+		case LF_SAR:
+			res = (uint64_t)((int64_t)(a << (64 - bits)) >> (64 - bits + n));
+			b = n;
+			break;
+		default:
+			res = 0;
+			break;
+		}
+		if (kind != LF_LOGIC && kind != LF_INC && kind != LF_DEC) {
+			c.lf.src1 = a;
+			c.lf.src2 = b;
+		}
+		if ((rnd() & 3) == 0 && kind != LF_SHL && kind != LF_SHR && kind != LF_SAR) {
+			/* Bits above the operand size that the record may carry. */
+			c.lf.src1 |= rnd() & ~mask;
+			c.lf.src2 |= rnd() & ~mask;
+			res |= rnd() & ~mask;
+		}
+		c.lf.op = kind == LF_NONE ? LF_NONE : kind + si;
+		c.lf.res = kind == LF_NONE ? rnd() : res;
+		c.rflags = RFLAGS_FIXED | (rnd() & FL_ARITH);
+		if ((rnd() & 3) == 0) {
+			uint64_t r = rnd() & mask;
+			lf_rot(&c, rnd() & 1 ? LF_ROL : LF_ROR, bits / 8, r);
+		}
+		for (unsigned cc = 0; cc < 16; cc++) {
+			m = c;
+			bool want = soft_cond_flags(soft_flags(&m), cc);
+			snprintf(what, sizeof(what), "op %#x cc %u #%u", c.lf.op, cc, it);
+			int fast = soft_cond_fast(&c, cc);
+			if (fast >= 0 && fast != want)
+				fail_msg("%s: fast path %d, flags say %d", what, fast, want);
+			/* Where one condition of an op has a fast path, its opposite has one too. */
+			assert_int_equal(fast < 0, soft_cond_fast(&c, cc ^ 1) < 0);
+			m = c;
+			if (soft_cond(&m, cc) != want)
+				fail_msg("%s: soft_cond %d, flags say %d", what, !want, want);
+		}
+		/* After SUB/CMP every condition has its answer at once. */
+		if (kind == LF_SUB && c.lf.op == kind + si)
+			for (unsigned cc = 0; cc < 16; cc++)
+				assert_true(soft_cond_fast(&c, cc) >= 0);
+	}
 }
 
 /* loop, loope, loopne, jrcxz and (67h) their ECX forms. */
@@ -403,10 +538,10 @@ static void test_compat_mode(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_jcc),          cmocka_unit_test(test_loop_jrcxz),
-	    cmocka_unit_test(test_call_ret_jmp), cmocka_unit_test(test_noncanonical),
-	    cmocka_unit_test(test_enter_leave),  cmocka_unit_test(test_interrupts),
-	    cmocka_unit_test(test_compat_mode),
+	    cmocka_unit_test(test_jcc),          cmocka_unit_test(test_cond_fast_paths),
+	    cmocka_unit_test(test_loop_jrcxz),   cmocka_unit_test(test_call_ret_jmp),
+	    cmocka_unit_test(test_noncanonical), cmocka_unit_test(test_enter_leave),
+	    cmocka_unit_test(test_interrupts),   cmocka_unit_test(test_compat_mode),
 	};
 	return cmocka_run_group_tests_name("soft_control", tests, setup, teardown);
 }

@@ -4,9 +4,12 @@
  * the sign extensions of the accumulator, cmovcc/setcc, the flag instructions, xlat and the
  * NOP family.
  *
- * The forms compiled code runs most (register-register and register-immediate at 32 and 64
- * bits, loads and stores through simple addresses, lea, push/pop r64, cmovcc) get handlers of
- * their own, picked at decode time, that decide nothing at run time. Everything else goes
+ * The forms compiled code runs get handlers of their own, picked at decode time, that decide
+ * nothing at run time: mov, movzx/movsx and the ALU operations at every operand size with
+ * register, immediate and memory operands through the common address forms ([base + disp],
+ * [base + index * scale + disp], [rip + disp]; any other address the slow way), inc/dec/neg/not,
+ * lea, push/pop r64, and cmovcc/setcc per condition. They are generated from templates (see
+ * "templates" below). Everything else, and every TLB miss of the specialized handlers, goes
  * through generic handlers. LOCK-prefixed read-modify-writes are host atomics on the guest
  * page, so they are atomic against other vCPUs and the host. */
 #include <Zydis/Zydis.h>
@@ -77,14 +80,16 @@ static inline void host_store(void *p, uint64_t v, unsigned size)
 
 /* Whether an access hits the soft TLB and stays within its page; *p is then its host pointer.
  * Hot handlers try this inline and leave everything else to a slow path they tail-call, so
- * the fast path needs no stack frame. */
+ * the fast path needs no stack frame. One comparison checks both: an entry only ever holds
+ * the tag of a page that indexes it, and the page after va's indexes another entry, so the tag
+ * matches the page of the access's last byte only if that is va's page and it is mapped. */
 static inline bool tlb_hit(struct soft_cpu *c, uint64_t va, unsigned size, enum mem_access acc,
 			   void **p)
 {
 	const struct tlb_entry *e = &c->tlb[(va >> 12) & (TLB_SIZE - 1)];
 	uint64_t tag = acc == ACC_WRITE ? e->tag_write : e->tag_read;
 	*p = (void *)(va + e->addend);
-	return likely(tag == (va & ~0xfffull)) && likely((va & 0xfff) <= 0x1000 - size);
+	return likely(tag == ((va + size - 1) & ~0xfffull));
 }
 
 /* The lazy-flags record of an operation whose flags need the inputs. */
@@ -103,25 +108,14 @@ static inline void lf_logic(struct soft_cpu *c, unsigned op, uint64_t res)
 	c->lf.res = res;
 }
 
-/* CF without materializing the other flags when the last operation makes that cheap: ADC/SBB
- * chains and INC/DEC loops then never compute flags they do not need. */
+/* CF without materializing the other flags when the last operation makes that cheap
+ * (exec_alu.h): ADC/SBB chains and INC/DEC loops then never compute flags they do not need. */
 static inline uint64_t carry_in(struct soft_cpu *c)
 {
-	unsigned op = c->lf.op & ~3u;
-	uint64_t m = size_mask(1u << (c->lf.op & 3));
-	switch (op) {
-	case LF_ADD:
-		return (c->lf.res & m) < (c->lf.src1 & m);
-	case LF_SUB:
-		return (c->lf.src1 & m) < (c->lf.src2 & m);
-	case LF_LOGIC:
-		return 0;
-	case LF_INC:
-	case LF_DEC:
-		return c->lf.src3 != 0;
-	default:
-		return (soft_flags(c) & FL_CF) != 0;
-	}
+	int cf = soft_cond_fast(c, 2);
+	if (likely(cf >= 0))
+		return (unsigned)cf;
+	return (soft_flags(c) & FL_CF) != 0;
 }
 
 /* The source operand i at operand size sz: immediates are already sign-extended by the
@@ -376,32 +370,15 @@ static uint64_t locked_cmpxchg(struct soft_cpu *c, uint64_t va, unsigned size, u
 	}
 }
 
-/* ---- mov ------------------------------------------------------------------------------------ */
+/* ---- templates ------------------------------------------------------------------------------ */
 
-static void h_mov(struct soft_cpu *c, const struct insn *in)
-{
-	opnd_write(c, in, 0, src_read(c, in, 1, in->op[0].size));
-}
-
-static void h_mov_r64_r64(struct soft_cpu *c, const struct insn *in)
-{
-	*reg64(c, in->op[0].reg) = *reg64(c, in->op[1].reg);
-}
-
-static void h_mov_r32_r32(struct soft_cpu *c, const struct insn *in)
-{
-	*reg64(c, in->op[0].reg) = (uint32_t)*reg64(c, in->op[1].reg);
-}
-
-static void h_mov_r64_imm(struct soft_cpu *c, const struct insn *in)
-{
-	*reg64(c, in->op[0].reg) = in->imm;
-}
-
-static void h_mov_r32_imm(struct soft_cpu *c, const struct insn *in)
-{
-	*reg64(c, in->op[0].reg) = (uint32_t)in->imm;
-}
+/* The hot forms are generated from always-inline templates whose operation, operand size and
+ * address form are compile-time constants, so each handler is straight-line code: it decides
+ * nothing at run time but whether its TLB lookup hit (and, for an operation that reads the
+ * flags, whether the lazy record answers CF at once). Everything else, including every miss,
+ * tail-calls the generic handler of the instruction, which starts over and does it all the
+ * slow way; the fast path has changed nothing by then. */
+#define AI static inline __attribute__((always_inline))
 
 /* The address forms with handlers of their own, all with 64-bit addressing and no FS/GS base:
  * [base + disp], [base + index * scale + disp], [rip + disp]; anything else goes through
@@ -423,84 +400,115 @@ static enum addr_form addr_form(const struct insn *in)
 #define EA_BD(c, in)   (*reg64(c, (in)->mem.base) + (uint64_t)(in)->mem.disp)
 #define EA_BISD(c, in) (EA_BD(c, in) + (*reg64(c, (in)->mem.index) << (in)->mem.scale))
 #define EA_RIP(c, in)  ((c)->rip + (uint64_t)(in)->mem.disp)
-#define EA_ANY(c, in)  insn_addr(c, in)
 
-/* The slow paths of the hot loads and stores: TLB misses and page-crossing accesses. */
-static __attribute__((noinline)) void load_slow(struct soft_cpu *c, gpr_ref r, uint64_t va,
-						unsigned size)
+AI uint64_t ea_of(struct soft_cpu *c, const struct insn *in, enum addr_form f)
 {
-	*reg64(c, r) = soft_load(c, va, size); /* zero-extended: a 32-bit load clears the top */
+	switch (f) {
+	case AF_BD:
+		return EA_BD(c, in);
+	case AF_BISD:
+		return EA_BISD(c, in);
+	case AF_RIP:
+		return EA_RIP(c, in);
+	default:
+		return insn_addr(c, in);
+	}
 }
 
-static __attribute__((noinline)) void store_slow(struct soft_cpu *c, uint64_t va, uint64_t v,
-						 unsigned size)
-{
-	soft_store(c, va, v, size);
-}
-
-static inline void load_reg(struct soft_cpu *c, gpr_ref r, uint64_t va, unsigned size)
-{
-	void *p;
-	if (likely(tlb_hit(c, va, size, ACC_READ, &p)))
-		*reg64(c, r) = host_load(p, size);
-	else
-		load_slow(c, r, va, size);
-}
-
-static inline void store_val(struct soft_cpu *c, uint64_t va, uint64_t v, unsigned size)
-{
-	void *p;
-	if (likely(tlb_hit(c, va, size, ACC_WRITE, &p)))
-		host_store(p, v, size);
-	else
-		store_slow(c, va, v, size);
-}
-
-/* mov r64/r32, [mem]; mov [mem], r64/r32; mov [mem], imm32 (sign-extended to 64 bits). */
-#define DEFINE_MOV_MEM(form)                                                                       \
-	static void h_mov_r64_m_##form(struct soft_cpu *c, const struct insn *in)                  \
+/* Each size in bits, and each address form, as macro arguments. */
+#define FOR_SIZES(M, ...) M(__VA_ARGS__, 8) M(__VA_ARGS__, 16) M(__VA_ARGS__, 32) M(__VA_ARGS__, 64)
+#define FOR_FORMS(M, ...)                                                                          \
+	M(__VA_ARGS__, BD) M(__VA_ARGS__, BISD) M(__VA_ARGS__, RIP) M(__VA_ARGS__, ANY)
+/* A table of handlers h_NAME_FORMbits_ADDR by [size index][address form]. */
+#define AF_ROW(name, form, bits)                                                                   \
 	{                                                                                          \
-		load_reg(c, in->op[0].reg, EA_##form(c, in), 8);                                   \
-	}                                                                                          \
-	static void h_mov_r32_m_##form(struct soft_cpu *c, const struct insn *in)                  \
+		h_##name##_##form##bits##_BD, h_##name##_##form##bits##_BISD,                      \
+		    h_##name##_##form##bits##_RIP, h_##name##_##form##bits##_ANY                   \
+	}
+#define AF_TABLE(name, form)                                                                       \
 	{                                                                                          \
-		load_reg(c, in->op[0].reg, EA_##form(c, in), 4);                                   \
-	}                                                                                          \
-	static void h_mov_m_r64_##form(struct soft_cpu *c, const struct insn *in)                  \
+		AF_ROW(name, form, 8), AF_ROW(name, form, 16), AF_ROW(name, form, 32),             \
+		    AF_ROW(name, form, 64)                                                         \
+	}
+#define SZ_ROW(name, form)                                                                         \
 	{                                                                                          \
-		store_val(c, EA_##form(c, in), *reg64(c, in->op[1].reg), 8);                       \
-	}                                                                                          \
-	static void h_mov_m_r32_##form(struct soft_cpu *c, const struct insn *in)                  \
-	{                                                                                          \
-		store_val(c, EA_##form(c, in), (uint32_t)*reg64(c, in->op[1].reg), 4);             \
-	}                                                                                          \
-	static void h_mov_m_i64_##form(struct soft_cpu *c, const struct insn *in)                  \
-	{                                                                                          \
-		store_val(c, EA_##form(c, in), in->imm, 8);                                        \
-	}                                                                                          \
-	static void h_mov_m_i32_##form(struct soft_cpu *c, const struct insn *in)                  \
-	{                                                                                          \
-		store_val(c, EA_##form(c, in), (uint32_t)in->imm, 4);                              \
+		h_##name##_##form##8, h_##name##_##form##16, h_##name##_##form##32,                \
+		    h_##name##_##form##64                                                          \
 	}
 
-DEFINE_MOV_MEM(BD)
-DEFINE_MOV_MEM(BISD)
-DEFINE_MOV_MEM(RIP)
-DEFINE_MOV_MEM(ANY)
+/* Whether an operand size has handlers of its own (1, 2, 4 or 8 bytes). */
+static inline bool plain_size(unsigned sz)
+{
+	return sz == 1 || sz == 2 || sz == 4 || sz == 8;
+}
 
-/* Handler tables by address form: load r64, load r32, store r64, store r32, store i64, i32. */
-#define MOV_MEM_ROW(form)                                                                          \
-	{                                                                                          \
-		h_mov_r64_m_##form, h_mov_r32_m_##form, h_mov_m_r64_##form, h_mov_m_r32_##form,    \
-		    h_mov_m_i64_##form, h_mov_m_i32_##form                                         \
+/* ---- mov ------------------------------------------------------------------------------------ */
+
+static __attribute__((noinline)) void h_mov(struct soft_cpu *c, const struct insn *in)
+{
+	opnd_write(c, in, 0, src_read(c, in, 1, in->op[0].size));
+}
+
+/* Register and immediate sources; 8- and 16-bit writes merge, 32-bit ones zero-extend. */
+AI void mov_reg(struct soft_cpu *c, const struct insn *in, unsigned sz, bool imm)
+{
+	gpr_write(c, in->op[0].reg, imm ? in->imm : gpr_read(c, in->op[1].reg, sz), sz);
+}
+
+/* mov r, [mem] */
+AI void mov_load(struct soft_cpu *c, const struct insn *in, unsigned sz, enum addr_form f)
+{
+	void *p;
+	if (unlikely(!tlb_hit(c, ea_of(c, in, f), sz, ACC_READ, &p))) {
+		h_mov(c, in);
+		return;
 	}
-static const insn_fn mov_mem[4][6] = {
-    [AF_BD] = MOV_MEM_ROW(BD),
-    [AF_BISD] = MOV_MEM_ROW(BISD),
-    [AF_RIP] = MOV_MEM_ROW(RIP),
-    [AF_ANY] = MOV_MEM_ROW(ANY),
-};
+	gpr_write(c, in->op[0].reg, host_load(p, sz), sz);
+}
 
+/* mov [mem], r and mov [mem], imm (a 64-bit store takes the immediate sign-extended). */
+AI void mov_store(struct soft_cpu *c, const struct insn *in, unsigned sz, enum addr_form f,
+		  bool imm)
+{
+	uint64_t v = imm ? in->imm : gpr_read(c, in->op[1].reg, sz);
+	void *p;
+	if (unlikely(!tlb_hit(c, ea_of(c, in, f), sz, ACC_WRITE, &p))) {
+		h_mov(c, in);
+		return;
+	}
+	host_store(p, v, sz);
+}
+
+#define MOV_MEM(bits, af)                                                                          \
+	static void h_mov_load##bits##_##af(struct soft_cpu *c, const struct insn *in)             \
+	{                                                                                          \
+		mov_load(c, in, (bits) / 8, AF_##af);                                              \
+	}                                                                                          \
+	static void h_mov_store##bits##_##af(struct soft_cpu *c, const struct insn *in)            \
+	{                                                                                          \
+		mov_store(c, in, (bits) / 8, AF_##af, false);                                      \
+	}                                                                                          \
+	static void h_mov_storei##bits##_##af(struct soft_cpu *c, const struct insn *in)           \
+	{                                                                                          \
+		mov_store(c, in, (bits) / 8, AF_##af, true);                                       \
+	}
+#define MOV_SIZE(unused, bits)                                                                     \
+	static void h_mov_rr##bits(struct soft_cpu *c, const struct insn *in)                      \
+	{                                                                                          \
+		mov_reg(c, in, (bits) / 8, false);                                                 \
+	}                                                                                          \
+	static void h_mov_ri##bits(struct soft_cpu *c, const struct insn *in)                      \
+	{                                                                                          \
+		mov_reg(c, in, (bits) / 8, true);                                                  \
+	}                                                                                          \
+	FOR_FORMS(MOV_MEM, bits)
+
+FOR_SIZES(MOV_SIZE, )
+
+static const insn_fn mov_rr[4] = SZ_ROW(mov, rr), mov_ri[4] = SZ_ROW(mov, ri);
+static const insn_fn mov_m_load[4][4] = AF_TABLE(mov, load),
+		     mov_m_store[4][4] = AF_TABLE(mov, store),
+		     mov_m_storei[4][4] = AF_TABLE(mov, storei);
 /* mov r/m, Sreg: the selector; a 32- or 64-bit register destination is zero-extended. */
 static void h_mov_from_seg(struct soft_cpu *c, const struct insn *in)
 {
@@ -550,94 +558,138 @@ static insn_fn sel_mov(const struct insn *in)
 		return h_mov_from_seg;
 	if (d->kind == OPK_SEG)
 		return d->reg == SEG_CS ? NULL : h_mov_to_seg;
-	if (d->kind == OPK_REG && s->kind == OPK_REG)
-		return sz == 8 ? h_mov_r64_r64 : sz == 4 ? h_mov_r32_r32 : h_mov;
-	if (d->kind == OPK_REG && s->kind == OPK_IMM)
-		return sz == 8 ? h_mov_r64_imm : sz == 4 ? h_mov_r32_imm : h_mov;
-	if (sz != 8 && sz != 4)
+	if (!plain_size(sz))
 		return h_mov;
-	unsigned col = sz == 8 ? 0 : 1;
+	unsigned si = size_index(sz);
+	if (d->kind == OPK_REG && s->kind == OPK_REG)
+		return mov_rr[si];
+	if (d->kind == OPK_REG && s->kind == OPK_IMM)
+		return mov_ri[si];
 	if (d->kind == OPK_REG && s->kind == OPK_MEM)
-		return mov_mem[addr_form(in)][col];
+		return mov_m_load[si][addr_form(in)];
 	if (d->kind == OPK_MEM && s->kind == OPK_REG)
-		return mov_mem[addr_form(in)][2 + col];
+		return mov_m_store[si][addr_form(in)];
 	if (d->kind == OPK_MEM && s->kind == OPK_IMM)
-		return mov_mem[addr_form(in)][4 + col];
+		return mov_m_storei[si][addr_form(in)];
 	return h_mov;
 }
 
 /* ---- movzx / movsx / movsxd ------------------------------------------------------------------ */
 
-static void h_movzx(struct soft_cpu *c, const struct insn *in)
+static __attribute__((noinline)) void h_movzx(struct soft_cpu *c, const struct insn *in)
 {
 	gpr_write(c, in->op[0].reg, opnd_read(c, in, 1), in->op[0].size);
 }
 
-static void h_movsx(struct soft_cpu *c, const struct insn *in)
+static __attribute__((noinline)) void h_movsx(struct soft_cpu *c, const struct insn *in)
 {
 	uint64_t v = sign_extend(opnd_read(c, in, 1), in->op[1].size);
 	gpr_write(c, in->op[0].reg, v, in->op[0].size);
 }
 
-/* The common ones: to a 32- or 64-bit register (the 32-bit write zero-extends either way). */
-#define DEFINE_EXT(name, type)                                                                     \
+/* The common ones: to a 32- or 64-bit register (dsz), from ssz bytes. A zero extension gives
+ * the same 64 bits whichever the destination size, so those need no dsz. */
+AI void ext_done(struct soft_cpu *c, const struct insn *in, uint64_t v, unsigned ssz, bool sx,
+		 unsigned dsz)
+{
+	if (sx)
+		v = sign_extend(v, ssz);
+	*reg64(c, in->op[0].reg) = dsz == 4 ? (uint32_t)v : v;
+}
+
+AI void ext_reg(struct soft_cpu *c, const struct insn *in, unsigned ssz, bool sx, unsigned dsz)
+{
+	ext_done(c, in, gpr_read(c, in->op[1].reg, ssz), ssz, sx, dsz);
+}
+
+AI void ext_load(struct soft_cpu *c, const struct insn *in, unsigned ssz, bool sx, unsigned dsz,
+		 enum addr_form f)
+{
+	void *p;
+	if (unlikely(!tlb_hit(c, ea_of(c, in, f), ssz, ACC_READ, &p))) {
+		if (sx)
+			h_movsx(c, in);
+		else
+			h_movzx(c, in);
+		return;
+	}
+	ext_done(c, in, host_load(p, ssz), ssz, sx, dsz);
+}
+
+#define EXT_MEM(name, ssz, sx, dsz, af)                                                            \
+	static void h_##name##_m_##af(struct soft_cpu *c, const struct insn *in)                   \
+	{                                                                                          \
+		ext_load(c, in, ssz, sx, dsz, AF_##af);                                            \
+	}
+#define DEFINE_EXT(name, ssz, sx, dsz)                                                             \
 	static void h_##name##_r(struct soft_cpu *c, const struct insn *in)                        \
 	{                                                                                          \
-		type v = (type)gpr_read(c, in->op[1].reg, sizeof(type));                           \
-		uint64_t w = (uint64_t)(int64_t)v;                                                 \
-		if (in->op[0].size == 4)                                                           \
-			w = (uint32_t)w;                                                           \
-		*reg64(c, in->op[0].reg) = w;                                                      \
+		ext_reg(c, in, ssz, sx, dsz);                                                      \
 	}                                                                                          \
-	static void h_##name##_m(struct soft_cpu *c, const struct insn *in)                        \
+	FOR_FORMS(EXT_MEM, name, ssz, sx, dsz)
+
+DEFINE_EXT(zx8, 1, false, 8)
+DEFINE_EXT(zx16, 2, false, 8)
+DEFINE_EXT(sx8_32, 1, true, 4)
+DEFINE_EXT(sx8_64, 1, true, 8)
+DEFINE_EXT(sx16_32, 2, true, 4)
+DEFINE_EXT(sx16_64, 2, true, 8)
+DEFINE_EXT(sx32_64, 4, true, 8)
+
+/* By kind: the register form, then the memory forms by address form. */
+#define EXT_ROW(name)                                                                              \
 	{                                                                                          \
-		type v = (type)soft_load(c, insn_addr(c, in), sizeof(type));                       \
-		uint64_t w = (uint64_t)(int64_t)v;                                                 \
-		if (in->op[0].size == 4)                                                           \
-			w = (uint32_t)w;                                                           \
-		*reg64(c, in->op[0].reg) = w;                                                      \
+		h_##name##_r, h_##name##_m_BD, h_##name##_m_BISD, h_##name##_m_RIP,                \
+		    h_##name##_m_ANY                                                               \
 	}
+enum { EXT_ZX8, EXT_ZX16, EXT_SX8_32, EXT_SX8_64, EXT_SX16_32, EXT_SX16_64, EXT_SX32_64 };
+static const insn_fn ext_forms[7][5] = {
+    [EXT_ZX8] = EXT_ROW(zx8),         [EXT_ZX16] = EXT_ROW(zx16),
+    [EXT_SX8_32] = EXT_ROW(sx8_32),   [EXT_SX8_64] = EXT_ROW(sx8_64),
+    [EXT_SX16_32] = EXT_ROW(sx16_32), [EXT_SX16_64] = EXT_ROW(sx16_64),
+    [EXT_SX32_64] = EXT_ROW(sx32_64),
+};
 
-DEFINE_EXT(movzx8, uint8_t)
-DEFINE_EXT(movzx16, uint16_t)
-DEFINE_EXT(movsx8, int8_t)
-DEFINE_EXT(movsx16, int16_t)
-DEFINE_EXT(movsx32, int32_t)
-
-static insn_fn sel_ext(const struct insn *in, insn_fn generic, const insn_fn fast[2][2])
+static insn_fn sel_ext_kind(const struct insn *in, unsigned kind)
 {
-	unsigned ssz = in->op[1].size;
-	if (in->op[0].size < 4 || ssz >= in->op[0].size || (ssz != 1 && ssz != 2 && ssz != 4))
-		return generic;
-	const insn_fn *f = fast[ssz == 1 ? 0 : 1];
-	return in->op[1].kind == OPK_MEM ? f[1] : f[0];
+	return ext_forms[kind][in->op[1].kind == OPK_MEM ? 1 + addr_form(in) : 0];
 }
 
 static insn_fn sel_movzx(const struct insn *in)
 {
-	static const insn_fn fast[2][2] = {{h_movzx8_r, h_movzx8_m}, {h_movzx16_r, h_movzx16_m}};
-	return sel_ext(in, h_movzx, fast);
+	unsigned ssz = in->op[1].size, dsz = in->op[0].size;
+	if ((dsz != 4 && dsz != 8) || (ssz != 1 && ssz != 2))
+		return h_movzx;
+	return sel_ext_kind(in, ssz == 1 ? EXT_ZX8 : EXT_ZX16);
 }
 
 static insn_fn sel_movsx(const struct insn *in)
 {
-	static const insn_fn fast[2][2] = {{h_movsx8_r, h_movsx8_m}, {h_movsx16_r, h_movsx16_m}};
-	return sel_ext(in, h_movsx, fast);
+	unsigned ssz = in->op[1].size, dsz = in->op[0].size;
+	if ((dsz != 4 && dsz != 8) || (ssz != 1 && ssz != 2))
+		return h_movsx;
+	if (ssz == 1)
+		return sel_ext_kind(in, dsz == 4 ? EXT_SX8_32 : EXT_SX8_64);
+	return sel_ext_kind(in, dsz == 4 ? EXT_SX16_32 : EXT_SX16_64);
 }
 
 /* movsxd r64, r/m32; without REX.W it is a plain 32- or 16-bit move. */
 static insn_fn sel_movsxd(const struct insn *in)
 {
 	if (in->op[0].size == 8 && in->op[1].size == 4)
-		return in->op[1].kind == OPK_MEM ? h_movsx32_m : h_movsx32_r;
+		return sel_ext_kind(in, EXT_SX32_64);
 	return h_movsx;
 }
 
-/* ---- the two-operand ALU operations -------------------------------------------------------- */
+/* ---- the two-operand ALU operations, neg, not, inc, dec ------------------------------------- */
 
-/* Records the flags of op on size sz. carry: the carry-in of ADC/SBB, the CF INC/DEC keep. */
-static inline void alu_flags(struct soft_cpu *c, unsigned op, unsigned sz, uint64_t r, uint64_t a,
-			     uint64_t b, uint64_t carry)
+/* Records the flags of op on size sz. carry: the carry-in of ADC/SBB, the CF INC/DEC keep.
+ * INC and DEC record only what their flags need (flags.c): the result and that CF, which is
+ * already in lf.src3 when carry is CARRY_KEPT (after another INC/DEC: a counting loop then
+ * reads and writes no flag state but lf.op and lf.res). */
+#define CARRY_KEPT 2u
+AI void alu_flags(struct soft_cpu *c, unsigned op, unsigned sz, uint64_t r, uint64_t a, uint64_t b,
+		  uint64_t carry)
 {
 	unsigned si = size_index(sz);
 	switch (op) {
@@ -666,12 +718,14 @@ static inline void alu_flags(struct soft_cpu *c, unsigned op, unsigned sz, uint6
 		lf_rec(c, LF_NEG + si, r, a, 0);
 		break;
 	case OP_INC:
-		lf_rec(c, LF_INC + si, r, a, 1);
-		c->lf.src3 = carry;
+		lf_logic(c, LF_INC + si, r);
+		if (carry != CARRY_KEPT)
+			c->lf.src3 = carry;
 		break;
 	case OP_DEC:
-		lf_rec(c, LF_DEC + si, r, a, 1);
-		c->lf.src3 = carry;
+		lf_logic(c, LF_DEC + si, r);
+		if (carry != CARRY_KEPT)
+			c->lf.src3 = carry;
 		break;
 	default: /* NOT: no flags */
 		break;
@@ -680,8 +734,7 @@ static inline void alu_flags(struct soft_cpu *c, unsigned op, unsigned sz, uint6
 
 /* Every form of the ALU operations: op0 is r/m, op1 (if any) r/m or imm. All loads happen
  * before anything is written. */
-static inline __attribute__((always_inline)) void alu_generic(struct soft_cpu *c,
-							      const struct insn *in, unsigned op)
+AI void alu_generic(struct soft_cpu *c, const struct insn *in, unsigned op)
 {
 	unsigned sz = in->op[0].size;
 	uint64_t m = size_mask(sz), a, b = 0, carry = 0, r;
@@ -710,87 +763,11 @@ static inline __attribute__((always_inline)) void alu_generic(struct soft_cpu *c
 	alu_flags(c, op, sz, r, a, b, carry);
 }
 
-/* The hot register forms of the operations that need no carry-in. */
-#define DEFINE_ALU_FAST(name, OPER, LFOP, WRITE, FULL)                                             \
-	static void h_##name##_r64_r64(struct soft_cpu *c, const struct insn *in)                  \
-	{                                                                                          \
-		uint64_t *d = reg64(c, in->op[0].reg);                                             \
-		uint64_t a = *d, b = *reg64(c, in->op[1].reg), r = a OPER b;                       \
-		if (WRITE)                                                                         \
-			*d = r;                                                                    \
-		if (FULL)                                                                          \
-			lf_rec(c, LFOP + 3, r, a, b);                                              \
-		else                                                                               \
-			lf_logic(c, LFOP + 3, r);                                                  \
-	}                                                                                          \
-	static void h_##name##_r32_r32(struct soft_cpu *c, const struct insn *in)                  \
-	{                                                                                          \
-		uint64_t *d = reg64(c, in->op[0].reg);                                             \
-		uint32_t a = (uint32_t)*d, b = (uint32_t)*reg64(c, in->op[1].reg), r = a OPER b;   \
-		if (WRITE)                                                                         \
-			*d = r;                                                                    \
-		if (FULL)                                                                          \
-			lf_rec(c, LFOP + 2, r, a, b);                                              \
-		else                                                                               \
-			lf_logic(c, LFOP + 2, r);                                                  \
-	}                                                                                          \
-	static void h_##name##_r64_imm(struct soft_cpu *c, const struct insn *in)                  \
-	{                                                                                          \
-		uint64_t *d = reg64(c, in->op[0].reg);                                             \
-		uint64_t a = *d, b = in->imm, r = a OPER b;                                        \
-		if (WRITE)                                                                         \
-			*d = r;                                                                    \
-		if (FULL)                                                                          \
-			lf_rec(c, LFOP + 3, r, a, b);                                              \
-		else                                                                               \
-			lf_logic(c, LFOP + 3, r);                                                  \
-	}                                                                                          \
-	static void h_##name##_r32_imm(struct soft_cpu *c, const struct insn *in)                  \
-	{                                                                                          \
-		uint64_t *d = reg64(c, in->op[0].reg);                                             \
-		uint32_t a = (uint32_t)*d, b = (uint32_t)in->imm, r = a OPER b;                    \
-		if (WRITE)                                                                         \
-			*d = r;                                                                    \
-		if (FULL)                                                                          \
-			lf_rec(c, LFOP + 2, r, a, b);                                              \
-		else                                                                               \
-			lf_logic(c, LFOP + 2, r);                                                  \
-	}
-
-DEFINE_ALU_FAST(add, +, LF_ADD, 1, 1)
-DEFINE_ALU_FAST(sub, -, LF_SUB, 1, 1)
-DEFINE_ALU_FAST(cmp, -, LF_SUB, 0, 1)
-DEFINE_ALU_FAST(and, &, LF_LOGIC, 1, 0)
-DEFINE_ALU_FAST(or, |, LF_LOGIC, 1, 0)
-DEFINE_ALU_FAST(xor, ^, LF_LOGIC, 1, 0)
-DEFINE_ALU_FAST(test, &, LF_LOGIC, 0, 0)
-
-/* The generic handler of each operation, and its select function: the fast forms for
- * 32/64-bit register destinations with a register or immediate source. */
-static insn_fn sel_alu_form(const struct insn *in, insn_fn generic, insn_fn rr64, insn_fn rr32,
-			    insn_fn ri64, insn_fn ri32)
-{
-	const struct opnd *d = &in->op[0], *s = &in->op[1];
-	if (d->kind != OPK_REG || (d->size != 8 && d->size != 4))
-		return generic;
-	if (s->kind == OPK_REG)
-		return d->size == 8 ? rr64 : rr32;
-	if (s->kind == OPK_IMM)
-		return d->size == 8 ? ri64 : ri32;
-	return generic;
-}
-
+/* The generic handlers: every form, and the slow paths of the specialized ones. */
 #define DEFINE_ALU(name, OP)                                                                       \
-	static void h_##name(struct soft_cpu *c, const struct insn *in)                            \
+	static __attribute__((noinline)) void h_##name(struct soft_cpu *c, const struct insn *in)  \
 	{                                                                                          \
 		alu_generic(c, in, OP);                                                            \
-	}
-
-#define DEFINE_ALU_SELECT(name)                                                                    \
-	static insn_fn sel_##name(const struct insn *in)                                           \
-	{                                                                                          \
-		return sel_alu_form(in, h_##name, h_##name##_r64_r64, h_##name##_r32_r32,          \
-				    h_##name##_r64_imm, h_##name##_r32_imm);                       \
 	}
 
 DEFINE_ALU(add, OP_ADD)
@@ -807,86 +784,314 @@ DEFINE_ALU(not, OP_NOT)
 DEFINE_ALU(inc, OP_INC)
 DEFINE_ALU(dec, OP_DEC)
 
+AI void alu_slow(struct soft_cpu *c, const struct insn *in, unsigned op)
+{
+	switch (op) {
+	case OP_ADD:
+		h_add(c, in);
+		break;
+	case OP_ADC:
+		h_adc(c, in);
+		break;
+	case OP_SUB:
+		h_sub(c, in);
+		break;
+	case OP_SBB:
+		h_sbb(c, in);
+		break;
+	case OP_AND:
+		h_and(c, in);
+		break;
+	case OP_OR:
+		h_or(c, in);
+		break;
+	case OP_XOR:
+		h_xor(c, in);
+		break;
+	case OP_CMP:
+		h_cmp(c, in);
+		break;
+	case OP_TEST:
+		h_test(c, in);
+		break;
+	case OP_NEG:
+		h_neg(c, in);
+		break;
+	case OP_NOT:
+		h_not(c, in);
+		break;
+	case OP_INC:
+		h_inc(c, in);
+		break;
+	default:
+		h_dec(c, in);
+		break;
+	}
+}
+
+/* The carry-in of ADC/SBB and the CF that INC/DEC keep, when the lazy record answers it at
+ * once; false sends the instruction to its generic handler. */
+AI bool fast_carry(const struct soft_cpu *c, unsigned op, uint64_t *carry)
+{
+	*carry = 0;
+	if (op != OP_ADC && op != OP_SBB && op != OP_INC && op != OP_DEC)
+		return true;
+	unsigned kind = c->lf.op & ~3u;
+	if ((op == OP_INC || op == OP_DEC) && (kind == LF_INC || kind == LF_DEC)) {
+		*carry = CARRY_KEPT;
+		return true;
+	}
+	int cf = soft_cond_fast(c, 2);
+	*carry = (unsigned)cf;
+	return likely(cf >= 0);
+}
+
+/* The operation on a and b (both of size sz) with its flags recorded; returns the result. */
+AI uint64_t alu_do(struct soft_cpu *c, unsigned op, unsigned sz, uint64_t a, uint64_t b,
+		   uint64_t carry)
+{
+	uint64_t r = alu_calc(op, a, b, carry) & size_mask(sz);
+	alu_flags(c, op, sz, r, a, b, carry);
+	return r;
+}
+
+static inline bool alu_writes(unsigned op)
+{
+	return op != OP_CMP && op != OP_TEST;
+}
+
+/* op r, r / op r, imm (and neg, not, inc, dec r: src is then unused). */
+AI void alu_reg(struct soft_cpu *c, const struct insn *in, unsigned op, unsigned sz, bool imm)
+{
+	uint64_t carry;
+	if (unlikely(!fast_carry(c, op, &carry))) {
+		alu_slow(c, in, op);
+		return;
+	}
+	uint64_t a = gpr_read(c, in->op[0].reg, sz), b = 0;
+	if (op != OP_NEG && op != OP_NOT && op != OP_INC && op != OP_DEC)
+		b = imm ? in->imm & size_mask(sz) : gpr_read(c, in->op[1].reg, sz);
+	uint64_t r = alu_do(c, op, sz, a, b, carry);
+	if (alu_writes(op))
+		gpr_write(c, in->op[0].reg, r, sz);
+}
+
+/* op r, [mem] */
+AI void alu_load(struct soft_cpu *c, const struct insn *in, unsigned op, unsigned sz,
+		 enum addr_form f)
+{
+	uint64_t carry;
+	void *p;
+	if (unlikely(!fast_carry(c, op, &carry)) ||
+	    unlikely(!tlb_hit(c, ea_of(c, in, f), sz, ACC_READ, &p))) {
+		alu_slow(c, in, op);
+		return;
+	}
+	uint64_t a = gpr_read(c, in->op[0].reg, sz);
+	uint64_t r = alu_do(c, op, sz, a, host_load(p, sz), carry);
+	if (alu_writes(op))
+		gpr_write(c, in->op[0].reg, r, sz);
+}
+
+/* op [mem], r / op [mem], imm (and the unary operations on memory). A write checks write
+ * access before it reads, as CPUs do; LOCK-prefixed forms take the generic handler. */
+AI void alu_store(struct soft_cpu *c, const struct insn *in, unsigned op, unsigned sz,
+		  enum addr_form f, bool imm)
+{
+	uint64_t carry;
+	void *p;
+	if (unlikely(!fast_carry(c, op, &carry)) ||
+	    unlikely(!tlb_hit(c, ea_of(c, in, f), sz, alu_writes(op) ? ACC_WRITE : ACC_READ, &p))) {
+		alu_slow(c, in, op);
+		return;
+	}
+	uint64_t b = 0;
+	if (op != OP_NEG && op != OP_NOT && op != OP_INC && op != OP_DEC)
+		b = imm ? in->imm & size_mask(sz) : gpr_read(c, in->op[1].reg, sz);
+	uint64_t r = alu_do(c, op, sz, host_load(p, sz), b, carry);
+	if (alu_writes(op))
+		host_store(p, r, sz);
+}
+
+/* The handlers of each operation: h_NAME_{rr,ri}BITS, h_NAME_{rm,mr,mi}BITS_ADDR. */
+#define ALU_MEM(name, OP, bits, af)                                                                \
+	static void h_##name##_rm##bits##_##af(struct soft_cpu *c, const struct insn *in)          \
+	{                                                                                          \
+		alu_load(c, in, OP, (bits) / 8, AF_##af);                                          \
+	}                                                                                          \
+	static void h_##name##_mr##bits##_##af(struct soft_cpu *c, const struct insn *in)          \
+	{                                                                                          \
+		alu_store(c, in, OP, (bits) / 8, AF_##af, false);                                  \
+	}                                                                                          \
+	static void h_##name##_mi##bits##_##af(struct soft_cpu *c, const struct insn *in)          \
+	{                                                                                          \
+		alu_store(c, in, OP, (bits) / 8, AF_##af, true);                                   \
+	}
+#define ALU_SIZE(name, OP, bits)                                                                   \
+	static void h_##name##_rr##bits(struct soft_cpu *c, const struct insn *in)                 \
+	{                                                                                          \
+		alu_reg(c, in, OP, (bits) / 8, false);                                             \
+	}                                                                                          \
+	static void h_##name##_ri##bits(struct soft_cpu *c, const struct insn *in)                 \
+	{                                                                                          \
+		alu_reg(c, in, OP, (bits) / 8, true);                                              \
+	}                                                                                          \
+	FOR_FORMS(ALU_MEM, name, OP, bits)
+
+struct alu_forms {
+	insn_fn generic;
+	insn_fn rr[4], ri[4];                 /* by size index */
+	insn_fn rm[4][4], mr[4][4], mi[4][4]; /* by size index and address form */
+};
+
+#define DEFINE_ALU_FORMS(name, OP)                                                                 \
+	FOR_SIZES(ALU_SIZE, name, OP)                                                              \
+	static const struct alu_forms forms_##name = {                                             \
+	    .generic = h_##name,                                                                   \
+	    .rr = SZ_ROW(name, rr),                                                                \
+	    .ri = SZ_ROW(name, ri),                                                                \
+	    .rm = AF_TABLE(name, rm),                                                              \
+	    .mr = AF_TABLE(name, mr),                                                              \
+	    .mi = AF_TABLE(name, mi),                                                              \
+	};
+
+DEFINE_ALU_FORMS(add, OP_ADD)
+DEFINE_ALU_FORMS(adc, OP_ADC)
+DEFINE_ALU_FORMS(sub, OP_SUB)
+DEFINE_ALU_FORMS(sbb, OP_SBB)
+DEFINE_ALU_FORMS(and, OP_AND)
+DEFINE_ALU_FORMS(or, OP_OR)
+DEFINE_ALU_FORMS(xor, OP_XOR)
+DEFINE_ALU_FORMS(cmp, OP_CMP)
+
+/* test has no r, [mem] form (85 /r names the memory operand first). */
+#define TEST_MEM(unused, bits, af)                                                                 \
+	static void h_test_mr##bits##_##af(struct soft_cpu *c, const struct insn *in)              \
+	{                                                                                          \
+		alu_store(c, in, OP_TEST, (bits) / 8, AF_##af, false);                             \
+	}                                                                                          \
+	static void h_test_mi##bits##_##af(struct soft_cpu *c, const struct insn *in)              \
+	{                                                                                          \
+		alu_store(c, in, OP_TEST, (bits) / 8, AF_##af, true);                              \
+	}
+#define TEST_SIZE(unused, bits)                                                                    \
+	static void h_test_rr##bits(struct soft_cpu *c, const struct insn *in)                     \
+	{                                                                                          \
+		alu_reg(c, in, OP_TEST, (bits) / 8, false);                                        \
+	}                                                                                          \
+	static void h_test_ri##bits(struct soft_cpu *c, const struct insn *in)                     \
+	{                                                                                          \
+		alu_reg(c, in, OP_TEST, (bits) / 8, true);                                         \
+	}                                                                                          \
+	FOR_FORMS(TEST_MEM, , bits)
+
+FOR_SIZES(TEST_SIZE, )
+static const struct alu_forms forms_test = {
+    .generic = h_test,
+    .rr = SZ_ROW(test, rr),
+    .ri = SZ_ROW(test, ri),
+    .mr = AF_TABLE(test, mr),
+    .mi = AF_TABLE(test, mi),
+};
+
+static insn_fn sel_alu(const struct insn *in, const struct alu_forms *f)
+{
+	const struct opnd *d = &in->op[0], *s = &in->op[1];
+	if ((in->prefix & PFX_LOCK) || !plain_size(d->size))
+		return f->generic;
+	unsigned si = size_index(d->size);
+	insn_fn h = NULL;
+	if (d->kind == OPK_REG && s->kind == OPK_REG)
+		h = f->rr[si];
+	else if (d->kind == OPK_REG && s->kind == OPK_IMM)
+		h = f->ri[si];
+	else if (d->kind == OPK_REG && s->kind == OPK_MEM)
+		h = f->rm[si][addr_form(in)];
+	else if (d->kind == OPK_MEM && s->kind == OPK_REG)
+		h = f->mr[si][addr_form(in)];
+	else if (d->kind == OPK_MEM && s->kind == OPK_IMM)
+		h = f->mi[si][addr_form(in)];
+	return h ? h : f->generic;
+}
+
+#define DEFINE_ALU_SELECT(name)                                                                    \
+	static insn_fn sel_##name(const struct insn *in)                                           \
+	{                                                                                          \
+		return sel_alu(in, &forms_##name);                                                 \
+	}
+
 DEFINE_ALU_SELECT(add)
+DEFINE_ALU_SELECT(adc)
 DEFINE_ALU_SELECT(sub)
-DEFINE_ALU_SELECT(cmp)
+DEFINE_ALU_SELECT(sbb)
 DEFINE_ALU_SELECT(and)
 DEFINE_ALU_SELECT(or)
 DEFINE_ALU_SELECT(xor)
+DEFINE_ALU_SELECT(cmp)
 DEFINE_ALU_SELECT(test)
 
-/* adc r64, r64: multi-precision arithmetic. */
-static void h_adc_r64_r64(struct soft_cpu *c, const struct insn *in)
-{
-	uint64_t carry = carry_in(c);
-	uint64_t *d = reg64(c, in->op[0].reg);
-	uint64_t a = *d, b = *reg64(c, in->op[1].reg), r = a + b + carry;
-	*d = r;
-	lf_rec(c, LF_ADC + 3, r, a, b);
-	c->lf.src3 = carry;
-}
-
-static void h_sbb_r64_r64(struct soft_cpu *c, const struct insn *in)
-{
-	uint64_t carry = carry_in(c);
-	uint64_t *d = reg64(c, in->op[0].reg);
-	uint64_t a = *d, b = *reg64(c, in->op[1].reg), r = a - b - carry;
-	*d = r;
-	lf_rec(c, LF_SBB + 3, r, a, b);
-	c->lf.src3 = carry;
-}
-
-static insn_fn sel_adc(const struct insn *in)
-{
-	return in->op[0].kind == OPK_REG && in->op[1].kind == OPK_REG && in->op[0].size == 8
-		   ? h_adc_r64_r64
-		   : h_adc;
-}
-
-static insn_fn sel_sbb(const struct insn *in)
-{
-	return in->op[0].kind == OPK_REG && in->op[1].kind == OPK_REG && in->op[0].size == 8
-		   ? h_sbb_r64_r64
-		   : h_sbb;
-}
-
-/* inc/dec r64 and r32: loop counters. CF is kept: after another INC/DEC it is already in
- * lf.src3, so a counting loop never computes flags. */
-#define DEFINE_INCDEC_FAST(name, DELTA, LFOP)                                                      \
-	static void h_##name##_r64(struct soft_cpu *c, const struct insn *in)                      \
+/* neg, not, inc, dec: every register size; inc and dec (counters) also on memory. INC/DEC keep
+ * CF: after another INC/DEC it is already in lf.src3, so a counting loop never computes flags. */
+#define UNARY_MEM(name, OP, bits, af)                                                              \
+	static void h_##name##_m##bits##_##af(struct soft_cpu *c, const struct insn *in)           \
 	{                                                                                          \
-		uint64_t carry = carry_in(c);                                                      \
-		uint64_t *d = reg64(c, in->op[0].reg);                                             \
-		uint64_t a = *d, r = a + (uint64_t)(DELTA);                                        \
-		*d = r;                                                                            \
-		lf_rec(c, LFOP + 3, r, a, 1);                                                      \
-		c->lf.src3 = carry;                                                                \
-	}                                                                                          \
-	static void h_##name##_r32(struct soft_cpu *c, const struct insn *in)                      \
-	{                                                                                          \
-		uint64_t carry = carry_in(c);                                                      \
-		uint64_t *d = reg64(c, in->op[0].reg);                                             \
-		uint32_t a = (uint32_t)*d, r = a + (uint32_t)(DELTA);                              \
-		*d = r;                                                                            \
-		lf_rec(c, LFOP + 2, r, a, 1);                                                      \
-		c->lf.src3 = carry;                                                                \
+		alu_store(c, in, OP, (bits) / 8, AF_##af, false);                                  \
 	}
+#define UNARY_SIZE(name, OP, bits)                                                                 \
+	static void h_##name##_r##bits(struct soft_cpu *c, const struct insn *in)                  \
+	{                                                                                          \
+		alu_reg(c, in, OP, (bits) / 8, false);                                             \
+	}
+#define INCDEC_SIZE(name, OP, bits) UNARY_SIZE(name, OP, bits) FOR_FORMS(UNARY_MEM, name, OP, bits)
 
-DEFINE_INCDEC_FAST(inc, 1, LF_INC)
-DEFINE_INCDEC_FAST(dec, -1, LF_DEC)
+FOR_SIZES(UNARY_SIZE, neg, OP_NEG)
+FOR_SIZES(UNARY_SIZE, not, OP_NOT)
+FOR_SIZES(INCDEC_SIZE, inc, OP_INC)
+FOR_SIZES(INCDEC_SIZE, dec, OP_DEC)
+
+struct unary_forms {
+	insn_fn generic;
+	insn_fn r[4];    /* by size index */
+	insn_fn m[4][4]; /* by size index and address form; none for neg and not */
+};
+static const struct unary_forms forms_neg = {.generic = h_neg, .r = SZ_ROW(neg, r)};
+static const struct unary_forms forms_not = {.generic = h_not, .r = SZ_ROW(not, r)};
+static const struct unary_forms forms_inc = {
+    .generic = h_inc, .r = SZ_ROW(inc, r), .m = AF_TABLE(inc, m)};
+static const struct unary_forms forms_dec = {
+    .generic = h_dec, .r = SZ_ROW(dec, r), .m = AF_TABLE(dec, m)};
+
+static insn_fn sel_unary(const struct insn *in, const struct unary_forms *f)
+{
+	const struct opnd *d = &in->op[0];
+	if ((in->prefix & PFX_LOCK) || !plain_size(d->size))
+		return f->generic;
+	insn_fn h = NULL;
+	if (d->kind == OPK_REG)
+		h = f->r[size_index(d->size)];
+	else if (d->kind == OPK_MEM)
+		h = f->m[size_index(d->size)][addr_form(in)];
+	return h ? h : f->generic;
+}
+
+static insn_fn sel_neg(const struct insn *in)
+{
+	return sel_unary(in, &forms_neg);
+}
+
+static insn_fn sel_not(const struct insn *in)
+{
+	return sel_unary(in, &forms_not);
+}
 
 static insn_fn sel_inc(const struct insn *in)
 {
-	if (in->op[0].kind != OPK_REG || in->op[0].size < 4)
-		return h_inc;
-	return in->op[0].size == 8 ? h_inc_r64 : h_inc_r32;
+	return sel_unary(in, &forms_inc);
 }
 
 static insn_fn sel_dec(const struct insn *in)
 {
-	if (in->op[0].kind != OPK_REG || in->op[0].size < 4)
-		return h_dec;
-	return in->op[0].size == 8 ? h_dec_r64 : h_dec_r32;
+	return sel_unary(in, &forms_dec);
 }
 
 /* ---- xchg, xadd, cmpxchg ------------------------------------------------------------------- */
@@ -1353,7 +1558,7 @@ static void h_cwd(struct soft_cpu *c, const struct insn *in)
 	gpr_write(c, RDX_REF, sign ? ~0ull : 0, sz);
 }
 
-static void h_cmov(struct soft_cpu *c, const struct insn *in)
+static __attribute__((noinline)) void h_cmov(struct soft_cpu *c, const struct insn *in)
 {
 	unsigned sz = in->op[0].size;
 	uint64_t v = opnd_read(c, in, 1); /* memory is read (and may fault) either way */
@@ -1363,28 +1568,76 @@ static void h_cmov(struct soft_cpu *c, const struct insn *in)
 		*reg64(c, in->op[0].reg) &= 0xffffffff; /* a 32-bit destination is written anyway */
 }
 
-static void h_cmov_r64_r64(struct soft_cpu *c, const struct insn *in)
+static __attribute__((noinline)) void h_setcc(struct soft_cpu *c, const struct insn *in)
 {
-	if (soft_cond(c, in->cc))
-		*reg64(c, in->op[0].reg) = *reg64(c, in->op[1].reg);
+	opnd_write(c, in, 0, soft_cond(c, in->cc));
 }
 
-static void h_cmov_r32_r32(struct soft_cpu *c, const struct insn *in)
+/* cmovcc r32/r64, r and setcc r8, one handler per condition (exec_alu.h); a lazy record that
+ * cannot answer at once sends them to the generic handlers. */
+AI void cmov_rr(struct soft_cpu *c, const struct insn *in, unsigned cc, unsigned sz)
 {
+	int t = soft_cond_fast(c, cc);
+	if (unlikely(t < 0)) {
+		h_cmov(c, in);
+		return;
+	}
 	uint64_t *d = reg64(c, in->op[0].reg);
-	*d = (uint32_t)(soft_cond(c, in->cc) ? *reg64(c, in->op[1].reg) : *d);
+	if (sz == 8) {
+		if (t)
+			*d = *reg64(c, in->op[1].reg);
+	} else {
+		*d = (uint32_t)(t ? *reg64(c, in->op[1].reg) : *d);
+	}
 }
+
+AI void setcc_r(struct soft_cpu *c, const struct insn *in, unsigned cc)
+{
+	int t = soft_cond_fast(c, cc);
+	if (unlikely(t < 0)) {
+		h_setcc(c, in);
+		return;
+	}
+	*((uint8_t *)c->gpr + in->op[0].reg) = (uint8_t)t;
+}
+
+#define DEFINE_CC(cc)                                                                              \
+	static void h_cmov_rr32_##cc(struct soft_cpu *c, const struct insn *in)                    \
+	{                                                                                          \
+		cmov_rr(c, in, cc, 4);                                                             \
+	}                                                                                          \
+	static void h_cmov_rr64_##cc(struct soft_cpu *c, const struct insn *in)                    \
+	{                                                                                          \
+		cmov_rr(c, in, cc, 8);                                                             \
+	}                                                                                          \
+	static void h_setcc_r_##cc(struct soft_cpu *c, const struct insn *in)                      \
+	{                                                                                          \
+		setcc_r(c, in, cc);                                                                \
+	}
+#define FOR_CC(M)                                                                                  \
+	M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13) M(14) M(15)
+#define CC_ROW(name)                                                                               \
+	{                                                                                          \
+		name##0, name##1, name##2, name##3, name##4, name##5, name##6, name##7, name##8,   \
+		    name##9, name##10, name##11, name##12, name##13, name##14, name##15            \
+	}
+
+FOR_CC(DEFINE_CC)
+static const insn_fn cmov_rr32[16] = CC_ROW(h_cmov_rr32_), cmov_rr64[16] = CC_ROW(h_cmov_rr64_),
+		     setcc_r8[16] = CC_ROW(h_setcc_r_);
 
 static insn_fn sel_cmov(const struct insn *in)
 {
 	if (in->op[1].kind != OPK_REG)
 		return h_cmov;
-	return in->op[0].size == 8 ? h_cmov_r64_r64 : in->op[0].size == 4 ? h_cmov_r32_r32 : h_cmov;
+	return in->op[0].size == 8   ? cmov_rr64[in->cc & 15]
+	       : in->op[0].size == 4 ? cmov_rr32[in->cc & 15]
+				     : h_cmov;
 }
 
-static void h_setcc(struct soft_cpu *c, const struct insn *in)
+static insn_fn sel_setcc(const struct insn *in)
 {
-	opnd_write(c, in, 0, soft_cond(c, in->cc));
+	return in->op[0].kind == OPK_REG ? setcc_r8[in->cc & 15] : h_setcc;
 }
 
 /* The offset and segment of xlat's hidden operand, [rBX + AL]. The decoder leaves hidden
@@ -1458,7 +1711,7 @@ void soft_register_alu(void)
 	for (unsigned i = 0; i < sizeof(cmov) / sizeof(cmov[0]); i++)
 		soft_register(cmov[i], sel_cmov);
 	for (unsigned i = 0; i < sizeof(setcc) / sizeof(setcc[0]); i++)
-		soft_register_fn(setcc[i], h_setcc);
+		soft_register(setcc[i], sel_setcc);
 	for (unsigned i = 0; i < sizeof(nops) / sizeof(nops[0]); i++)
 		soft_register_fn(nops[i], h_nop);
 
@@ -1483,8 +1736,8 @@ void soft_register_alu(void)
 	soft_register(ZYDIS_MNEMONIC_XOR, sel_xor);
 	soft_register(ZYDIS_MNEMONIC_CMP, sel_cmp);
 	soft_register(ZYDIS_MNEMONIC_TEST, sel_test);
-	soft_register_fn(ZYDIS_MNEMONIC_NEG, h_neg);
-	soft_register_fn(ZYDIS_MNEMONIC_NOT, h_not);
+	soft_register(ZYDIS_MNEMONIC_NEG, sel_neg);
+	soft_register(ZYDIS_MNEMONIC_NOT, sel_not);
 	soft_register(ZYDIS_MNEMONIC_INC, sel_inc);
 	soft_register(ZYDIS_MNEMONIC_DEC, sel_dec);
 

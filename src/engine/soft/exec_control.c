@@ -10,6 +10,7 @@
  * iret) need descriptor tables: they are left unimplemented. */
 #include <Zydis/Zydis.h>
 
+#include "engine/soft/exec_alu.h"
 #include "engine/soft/exec_string.h"
 
 #define RCX_REF ((gpr_ref)(GPR_RCX * 8))
@@ -21,11 +22,26 @@ static inline bool canonical(uint64_t va)
 	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
 }
 
+/* #GP(0) for a non-canonical target, out of line: a hot handler's only call is then a tail
+ * call, and it needs no stack frame. GCC must not learn that it does not return (noipa), or
+ * the call could not be a tail call; clang has no such attribute and does not need it. */
+#if defined(__clang__)
+#define NO_IPA
+#else
+#define NO_IPA __attribute__((noipa))
+#endif
+static __attribute__((noinline, cold)) NO_IPA void bad_target(struct soft_cpu *c)
+{
+	soft_fault(c, EXC_GP, 0);
+}
+
 /* A near branch of the 64-bit operand size to t. */
 static inline void jump64(struct soft_cpu *c, uint64_t t)
 {
-	if (unlikely(!canonical(t)))
-		soft_fault(c, EXC_GP, 0);
+	if (unlikely(!canonical(t))) {
+		bad_target(c); /* does not return */
+		return;
+	}
 	c->rip = t;
 }
 
@@ -108,30 +124,44 @@ static void h_ud(struct soft_cpu *c, const struct insn *in)
 
 /* ---- jcc and jmp -------------------------------------------------------------------------- */
 
-static void h_jcc(struct soft_cpu *c, const struct insn *in)
+/* Any condition after any operation (also the slow path of the handlers below). */
+static __attribute__((noinline)) void h_jcc(struct soft_cpu *c, const struct insn *in)
 {
 	if (soft_cond(c, in->cc))
 		jump64(c, c->rip + in->imm);
 }
 
-/* jz/jnz: after nearly every flag-setting operation ZF is just res == 0. */
-static void h_jz(struct soft_cpu *c, const struct insn *in)
-{
-	unsigned op = c->lf.op;
-	bool z = op != LF_NONE && op < LF_COUNT ? (c->lf.res & size_mask(1u << (op & 3))) == 0
-						: soft_cond(c, 4);
-	if (z)
-		jump64(c, c->rip + in->imm);
-}
+/* One handler per condition (64-bit operand size): the condition is a constant, so only the
+ * tests of the producers it can be answered from remain (exec_alu.h); anything else goes
+ * through h_jcc, which computes the flags. */
+#define DEFINE_JCC(cc, name)                                                                       \
+	static void h_##name(struct soft_cpu *c, const struct insn *in)                            \
+	{                                                                                          \
+		int t = soft_cond_fast(c, cc);                                                     \
+		if (unlikely(t < 0)) {                                                             \
+			h_jcc(c, in);                                                              \
+			return;                                                                    \
+		}                                                                                  \
+		if (t)                                                                             \
+			jump64(c, c->rip + in->imm);                                               \
+	}
 
-static void h_jnz(struct soft_cpu *c, const struct insn *in)
-{
-	unsigned op = c->lf.op;
-	bool z = op != LF_NONE && op < LF_COUNT ? (c->lf.res & size_mask(1u << (op & 3))) == 0
-						: soft_cond(c, 4);
-	if (!z)
-		jump64(c, c->rip + in->imm);
-}
+DEFINE_JCC(0, jo)
+DEFINE_JCC(1, jno)
+DEFINE_JCC(2, jb)
+DEFINE_JCC(3, jnb)
+DEFINE_JCC(4, jz)
+DEFINE_JCC(5, jnz)
+DEFINE_JCC(6, jbe)
+DEFINE_JCC(7, jnbe)
+DEFINE_JCC(8, js)
+DEFINE_JCC(9, jns)
+DEFINE_JCC(10, jp)
+DEFINE_JCC(11, jnp)
+DEFINE_JCC(12, jl)
+DEFINE_JCC(13, jnl)
+DEFINE_JCC(14, jle)
+DEFINE_JCC(15, jnle)
 
 static void h_jcc_narrow(struct soft_cpu *c, const struct insn *in)
 {
@@ -141,9 +171,11 @@ static void h_jcc_narrow(struct soft_cpu *c, const struct insn *in)
 
 static insn_fn sel_jcc(const struct insn *in)
 {
+	static const insn_fn by_cc[16] = {h_jo, h_jno, h_jb, h_jnb, h_jz, h_jnz, h_jbe, h_jnbe,
+					  h_js, h_jns, h_jp, h_jnp, h_jl, h_jnl, h_jle, h_jnle};
 	if (in->osize != 8)
 		return h_jcc_narrow;
-	return in->cc == 4 ? h_jz : in->cc == 5 ? h_jnz : h_jcc;
+	return by_cc[in->cc & 15];
 }
 
 static void h_jmp_rel(struct soft_cpu *c, const struct insn *in)
@@ -198,7 +230,7 @@ static insn_fn sel_jmp(const struct insn *in)
 
 /* call in 64-bit mode: the target is read and checked before the return address is pushed,
  * and the push's store before RSP changes, so a fault leaves everything as it was. */
-static inline void call64(struct soft_cpu *c, uint64_t t)
+static __attribute__((noinline)) void call64(struct soft_cpu *c, uint64_t t)
 {
 	if (unlikely(!canonical(t)))
 		soft_fault(c, EXC_GP, 0);
@@ -208,19 +240,44 @@ static inline void call64(struct soft_cpu *c, uint64_t t)
 	c->rip = t;
 }
 
+/* Whether the soft TLB has the page of the 8 stack bytes at va for acc, and they do not cross
+ * into the next page (one comparison covers both: see tlb_hit in exec_alu.c); *p is then their
+ * host pointer. */
+static inline bool stack_hit(struct soft_cpu *c, uint64_t va, enum mem_access acc, void **p)
+{
+	const struct tlb_entry *e = &c->tlb[(va >> 12) & (TLB_SIZE - 1)];
+	uint64_t tag = acc == ACC_WRITE ? e->tag_write : e->tag_read;
+	*p = (void *)(va + e->addend);
+	return likely(tag == ((va + 7) & ~0xfffull));
+}
+
+/* call64 inline where the stack slot hits the TLB; everything else out of line. */
+static inline void call64_fast(struct soft_cpu *c, uint64_t t)
+{
+	uint64_t sp = c->gpr[GPR_RSP] - 8;
+	void *p;
+	if (unlikely(!stack_hit(c, sp, ACC_WRITE, &p)) || unlikely(!canonical(t))) {
+		call64(c, t);
+		return;
+	}
+	memcpy(p, &c->rip, 8);
+	c->gpr[GPR_RSP] = sp;
+	c->rip = t;
+}
+
 static void h_call_rel(struct soft_cpu *c, const struct insn *in)
 {
-	call64(c, c->rip + in->imm);
+	call64_fast(c, c->rip + in->imm);
 }
 
 static void h_call_r64(struct soft_cpu *c, const struct insn *in)
 {
-	call64(c, *(const uint64_t *)((const uint8_t *)c->gpr + in->op[0].reg));
+	call64_fast(c, *(const uint64_t *)((const uint8_t *)c->gpr + in->op[0].reg));
 }
 
 static void h_call_m64(struct soft_cpu *c, const struct insn *in)
 {
-	call64(c, soft_load(c, insn_addr(c, in), 8));
+	call64_fast(c, soft_load(c, insn_addr(c, in), 8));
 }
 
 static void h_call_narrow(struct soft_cpu *c, const struct insn *in)
@@ -249,25 +306,43 @@ static insn_fn sel_call(const struct insn *in)
 	}
 }
 
-static void h_ret(struct soft_cpu *c, const struct insn *in)
+/* ret (and ret imm16: release bytes more). The slow way: a TLB miss or page crossing. */
+static __attribute__((noinline)) void ret64(struct soft_cpu *c, uint64_t release)
 {
-	(void)in;
 	uint64_t sp = c->gpr[GPR_RSP];
 	uint64_t t = soft_load(c, sp, 8);
 	if (unlikely(!canonical(t)))
 		soft_fault(c, EXC_GP, 0);
-	c->gpr[GPR_RSP] = sp + 8;
+	c->gpr[GPR_RSP] = sp + 8 + release;
 	c->rip = t;
+}
+
+static inline void ret64_fast(struct soft_cpu *c, uint64_t release)
+{
+	uint64_t sp = c->gpr[GPR_RSP], t;
+	void *p;
+	if (unlikely(!stack_hit(c, sp, ACC_READ, &p))) {
+		ret64(c, release);
+		return;
+	}
+	memcpy(&t, p, 8);
+	if (unlikely(!canonical(t))) {
+		bad_target(c); /* does not return */
+		return;
+	}
+	c->gpr[GPR_RSP] = sp + 8 + release;
+	c->rip = t;
+}
+
+static void h_ret(struct soft_cpu *c, const struct insn *in)
+{
+	(void)in;
+	ret64_fast(c, 0);
 }
 
 static void h_ret_imm(struct soft_cpu *c, const struct insn *in)
 {
-	uint64_t sp = c->gpr[GPR_RSP];
-	uint64_t t = soft_load(c, sp, 8);
-	if (unlikely(!canonical(t)))
-		soft_fault(c, EXC_GP, 0);
-	c->gpr[GPR_RSP] = sp + 8 + (in->imm & 0xffff);
-	c->rip = t;
+	ret64_fast(c, in->imm & 0xffff);
 }
 
 /* Zydis names near and far returns alike. With REX.W (either) or outside 64-bit mode (both
