@@ -142,6 +142,39 @@ static inline void rotate(struct soft_cpu *c, const struct insn *in, bool left)
 	lf_rot(c, left ? LF_ROL : LF_ROR, sz, r);
 }
 
+/* The hot rotate forms (hash functions are made of them): a 32- or 64-bit register by a
+ * non-zero immediate or by CL; the flags stay lazy (lf_rot). */
+#define ROTATE_REG(name, type, bits, left, lfop)                                                   \
+	static inline type name##_##bits(type a, unsigned n)                                       \
+	{                                                                                          \
+		return left ? (type)(a << n | a >> ((bits)-n)) : (type)(a >> n | a << ((bits)-n)); \
+	}                                                                                          \
+	static void h_##name##_r##bits##_imm(struct soft_cpu *c, const struct insn *in)            \
+	{                                                                                          \
+		uint64_t *p = bit_gpr_ptr(c, in->op[0].reg);                                       \
+		type r = name##_##bits((type)*p, (unsigned)in->imm & ((bits)-1));                  \
+		*p = r;                                                                            \
+		lf_rot(c, lfop, (bits) / 8, r);                                                    \
+	}                                                                                          \
+	static void h_##name##_r##bits##_cl(struct soft_cpu *c, const struct insn *in)             \
+	{                                                                                          \
+		uint64_t *p = bit_gpr_ptr(c, in->op[0].reg);                                       \
+		type a = (type)*p;                                                                 \
+		unsigned n = (unsigned)c->gpr[GPR_RCX] & ((bits)-1);                               \
+		if (unlikely(!n)) {                                                                \
+			*p = a; /* no flags change; a 32-bit register is still zero-extended */    \
+			return;                                                                    \
+		}                                                                                  \
+		type r = name##_##bits(a, n);                                                      \
+		*p = r;                                                                            \
+		lf_rot(c, lfop, (bits) / 8, r);                                                    \
+	}
+
+ROTATE_REG(rol, uint64_t, 64, true, LF_ROL)
+ROTATE_REG(ror, uint64_t, 64, false, LF_ROR)
+ROTATE_REG(rol, uint32_t, 32, true, LF_ROL)
+ROTATE_REG(ror, uint32_t, 32, false, LF_ROR)
+
 static void h_rol(struct soft_cpu *c, const struct insn *in)
 {
 	rotate(c, in, true);
@@ -150,6 +183,16 @@ static void h_rol(struct soft_cpu *c, const struct insn *in)
 static void h_ror(struct soft_cpu *c, const struct insn *in)
 {
 	rotate(c, in, false);
+}
+
+static insn_fn sel_rol(const struct insn *in)
+{
+	return select_shift(in, h_rol_r64_imm, h_rol_r32_imm, h_rol_r64_cl, h_rol_r32_cl, h_rol);
+}
+
+static insn_fn sel_ror(const struct insn *in)
+{
+	return select_shift(in, h_ror_r64_imm, h_ror_r32_imm, h_ror_r64_cl, h_ror_r32_cl, h_ror);
 }
 
 /* rcl/rcr rotate the operand with CF above it: bits + 1 bits, so 8- and 16-bit operands take
@@ -396,8 +439,8 @@ void soft_register_bit(void)
 	soft_register(ZYDIS_MNEMONIC_SHL, sel_shl); /* sal decodes as shl */
 	soft_register(ZYDIS_MNEMONIC_SHR, sel_shr);
 	soft_register(ZYDIS_MNEMONIC_SAR, sel_sar);
-	soft_register_fn(ZYDIS_MNEMONIC_ROL, h_rol);
-	soft_register_fn(ZYDIS_MNEMONIC_ROR, h_ror);
+	soft_register(ZYDIS_MNEMONIC_ROL, sel_rol);
+	soft_register(ZYDIS_MNEMONIC_ROR, sel_ror);
 	soft_register_fn(ZYDIS_MNEMONIC_RCL, h_rcl);
 	soft_register_fn(ZYDIS_MNEMONIC_RCR, h_rcr);
 	soft_register_fn(ZYDIS_MNEMONIC_SHLD, h_shld);
