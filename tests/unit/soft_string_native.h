@@ -398,4 +398,52 @@ static bool sn_check(const uint8_t *code, size_t len, const struct sn_regs *in, 
 	return same;
 }
 
+/* ---- shared by the test files that use this header ------------------------------------ */
+
+/* A xorshift generator; each test file seeds sn_rng in its main() so its cases stay fixed. */
+static uint64_t sn_rng = 0x9e3779b97f4a7c15ull;
+
+static __attribute__((unused)) uint64_t sn_rnd(void)
+{
+	sn_rng ^= sn_rng << 13;
+	sn_rng ^= sn_rng >> 7;
+	sn_rng ^= sn_rng << 17;
+	return sn_rng;
+}
+
+/* Pages of the test mapping used as fixtures: one inaccessible, one read-only. */
+#define SN_PAGE(n)    (SN_BASE + 0x1000ull * (n))
+#define SN_GUARD_PAGE 40u
+#define SN_RO_PAGE    41u
+
+/* cmocka group set-up: the mapping with its guard page (inaccessible). */
+static __attribute__((unused)) int sn_group_setup(void **state)
+{
+	(void)state;
+	if (!sn_setup())
+		return -1;
+	sn_protect(SN_GUARD_PAGE, SN_NONE);
+	return 0;
+}
+
+static __attribute__((unused)) int sn_group_teardown(void **state)
+{
+	(void)state;
+	sn_unprotect_all();
+	sn_teardown();
+	return 0;
+}
+
+/* Random general registers and arithmetic flags, with a stack in page 30. */
+static __attribute__((unused)) struct sn_regs sn_random_regs(void)
+{
+	struct sn_regs r;
+	memset(&r, 0, sizeof(r));
+	for (unsigned i = 0; i < 16; i++)
+		r.gpr[i] = sn_rnd();
+	r.gpr[GPR_RSP] = SN_PAGE(30);
+	r.rflags = 0x202 | (sn_rnd() & FL_ARITH);
+	return r;
+}
+
 #endif

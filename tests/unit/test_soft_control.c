@@ -13,46 +13,8 @@
 #include "soft_string_native.h"
 
 #define FMASK      (FL_ARITH | FL_DF)
-#define PAGE(n)    (SN_BASE + 0x1000ull * (n))
-#define GUARD_PAGE 40u
-
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
-static int setup(void **state)
-{
-	(void)state;
-	if (!sn_setup())
-		return -1;
-	sn_protect(GUARD_PAGE, SN_NONE);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	sn_unprotect_all();
-	sn_teardown();
-	return 0;
-}
-
-static struct sn_regs random_regs(void)
-{
-	struct sn_regs r;
-	memset(&r, 0, sizeof(r));
-	for (unsigned i = 0; i < 16; i++)
-		r.gpr[i] = rnd();
-	r.gpr[GPR_RSP] = PAGE(30);
-	r.rflags = 0x202 | (rnd() & FL_ARITH);
-	return r;
-}
+#define PAGE(n)    SN_PAGE(n)
+#define GUARD_PAGE SN_GUARD_PAGE
 
 static const uint64_t edge[] = {0,
 				1,
@@ -73,12 +35,12 @@ static const uint64_t edge[] = {0,
 
 static uint64_t some_value(void)
 {
-	return rnd() & 1 ? edge[rnd() % NEDGE] : rnd();
+	return sn_rnd() & 1 ? edge[sn_rnd() % NEDGE] : sn_rnd();
 }
 
 static void check(const uint8_t *code, size_t len, const struct sn_regs *r, const char *what)
 {
-	assert_true(sn_check(code, len, r, rnd(), FMASK, NULL, what));
+	assert_true(sn_check(code, len, r, sn_rnd(), FMASK, NULL, what));
 }
 
 /* All sixteen conditions, short and near, on materialized flags and after every producer of
@@ -147,12 +109,12 @@ static void test_jcc(void **state)
 				/* mov ecx, 1: skipped if taken */
 				memcpy(code + n, "\xb9\x01\0\0\0", 5);
 				n += 5;
-				struct sn_regs r = random_regs();
+				struct sn_regs r = sn_random_regs();
 				r.gpr[GPR_RAX] = some_value();
 				r.gpr[GPR_RBX] = i < 3 ? r.gpr[GPR_RAX] : some_value();
-				r.gpr[GPR_RDI] = SN_DATA + rnd() % 64;
+				r.gpr[GPR_RDI] = SN_DATA + sn_rnd() % 64;
 				snprintf(what, sizeof(what), "jcc %u after op %u #%u", cc, k, i);
-				assert_true(sn_check(code, n, &r, rnd(),
+				assert_true(sn_check(code, n, &r, sn_rnd(),
 						     FMASK & ~(uint64_t)ops[k].undef, NULL, what));
 			}
 }
@@ -170,12 +132,12 @@ static void test_cond_fast_paths(void **state)
 	char what[64];
 	for (unsigned it = 0; it < 3000; it++) {
 		unsigned kind = kinds[it % (sizeof(kinds) / sizeof(kinds[0]))];
-		unsigned si = (unsigned)(rnd() & 3), bits = 8u << si;
+		unsigned si = (unsigned)(sn_rnd() & 3), bits = 8u << si;
 		uint64_t mask = bits == 64 ? ~0ull : (1ull << bits) - 1;
-		uint64_t a = some_value() & mask, b = some_value() & mask, cin = rnd() & 1, res;
-		unsigned n = 1 + (unsigned)(rnd() % (bits - 1)); /* a shift count: 1..bits-1 */
-		c.lf.src1 = rnd();
-		c.lf.src2 = rnd();
+		uint64_t a = some_value() & mask, b = some_value() & mask, cin = sn_rnd() & 1, res;
+		unsigned n = 1 + (unsigned)(sn_rnd() % (bits - 1)); /* a shift count: 1..bits-1 */
+		c.lf.src1 = sn_rnd();
+		c.lf.src2 = sn_rnd();
 		c.lf.src3 = cin;
 		switch (kind) {
 		case LF_ADD:
@@ -191,7 +153,7 @@ static void test_cond_fast_paths(void **state)
 			res = a - b - cin;
 			break;
 		case LF_LOGIC:
-			res = rnd() & 1 ? a & b : a ^ b;
+			res = sn_rnd() & 1 ? a & b : a ^ b;
 			break;
 		case LF_INC:
 			res = a + 1;
@@ -223,18 +185,18 @@ static void test_cond_fast_paths(void **state)
 			c.lf.src1 = a;
 			c.lf.src2 = b;
 		}
-		if ((rnd() & 3) == 0 && kind != LF_SHL && kind != LF_SHR && kind != LF_SAR) {
+		if ((sn_rnd() & 3) == 0 && kind != LF_SHL && kind != LF_SHR && kind != LF_SAR) {
 			/* Bits above the operand size that the record may carry. */
-			c.lf.src1 |= rnd() & ~mask;
-			c.lf.src2 |= rnd() & ~mask;
-			res |= rnd() & ~mask;
+			c.lf.src1 |= sn_rnd() & ~mask;
+			c.lf.src2 |= sn_rnd() & ~mask;
+			res |= sn_rnd() & ~mask;
 		}
 		c.lf.op = kind == LF_NONE ? LF_NONE : kind + si;
-		c.lf.res = kind == LF_NONE ? rnd() : res;
-		c.rflags = RFLAGS_FIXED | (rnd() & FL_ARITH);
-		if ((rnd() & 3) == 0) {
-			uint64_t r = rnd() & mask;
-			lf_rot(&c, rnd() & 1 ? LF_ROL : LF_ROR, bits / 8, r);
+		c.lf.res = kind == LF_NONE ? sn_rnd() : res;
+		c.rflags = RFLAGS_FIXED | (sn_rnd() & FL_ARITH);
+		if ((sn_rnd() & 3) == 0) {
+			uint64_t r = sn_rnd() & mask;
+			lf_rot(&c, sn_rnd() & 1 ? LF_ROL : LF_ROR, bits / 8, r);
 		}
 		for (unsigned cc = 0; cc < 16; cc++) {
 			m = c;
@@ -285,7 +247,7 @@ static void test_loop_jrcxz(void **state)
 					code[n++] = 5;
 					memcpy(code + n, "\xba\x01\0\0\0", 5); /* mov edx, 1 */
 					n += 5;
-					struct sn_regs r = random_regs();
+					struct sn_regs r = sn_random_regs();
 					r.gpr[GPR_RCX] = counts[k];
 					r.gpr[GPR_RBX] = eq ? r.gpr[GPR_RAX] : r.gpr[GPR_RAX] + 1;
 					snprintf(what, sizeof(what), "%02x a32=%u rcx=%#llx eq=%u",
@@ -296,7 +258,7 @@ static void test_loop_jrcxz(void **state)
 	static const uint8_t sum[] = {0x31, 0xc0,       /* xor eax, eax */
 				      0x48, 0x01, 0xc8, /* L: add rax, rcx */
 				      0xe2, 0xfb};      /* loop L */
-	struct sn_regs r = random_regs();
+	struct sn_regs r = sn_random_regs();
 	r.gpr[GPR_RCX] = 100;
 	check(sum, sizeof(sum), &r, "loop sum");
 }
@@ -308,7 +270,7 @@ static void test_call_ret_jmp(void **state)
 	/* call L; mov eax, 1; jmp END; L: add rbx, 1; ret; END: */
 	static const uint8_t call_rel[] = {0xe8, 0x07, 0x00, 0x00, 0x00, 0xb8, 0x01, 0x00, 0x00,
 					   0x00, 0xeb, 0x05, 0x48, 0x83, 0xc3, 0x01, 0xc3};
-	struct sn_regs r = random_regs();
+	struct sn_regs r = sn_random_regs();
 	check(call_rel, sizeof(call_rel), &r, "call rel32 / ret");
 
 	/* call rsi; jmp END; L: (at 4) push rax; pop rdx? no: add rbx, 1; ret 16 */
@@ -317,12 +279,12 @@ static void test_call_ret_jmp(void **state)
 					   0x48, 0x83, 0xc3, 0x01, /* L: add rbx, 1 */
 					   0xc2, 0x10, 0x00,       /* ret 16 */
 					   0x90};
-	r = random_regs();
+	r = sn_random_regs();
 	r.gpr[GPR_RSI] = SN_CODE + 4;
 	check(call_reg, sizeof(call_reg), &r, "call r64 / ret imm16");
 
 	/* call [rdi + 8] (the pointer stored first); jmp END; L: rex.w ret */
-	r = random_regs();
+	r = sn_random_regs();
 	r.gpr[GPR_RDI] = PAGE(5) + 3;
 	static const uint8_t call_mem2[] = {0x48, 0x89, 0x77, 0x08, /* mov [rdi + 8], rsi */
 					    0xff, 0x57, 0x08,       /* call [rdi + 8] */
@@ -343,7 +305,7 @@ static void test_call_ret_jmp(void **state)
 				       0x48, 0x83, 0x47, 0x08, 0x0b, /* add qword [rdi+8], 11 */
 				       0xff, 0x67, 0x08,             /* jmp [rdi + 8] (to 35) */
 				       0xb8, 0x04, 0x00, 0x00, 0x00, 0x90}; /* mov eax, 4 */
-	r = random_regs();
+	r = sn_random_regs();
 	r.gpr[GPR_RSI] = SN_CODE + 24;
 	r.gpr[GPR_RDI] = PAGE(6);
 	check(jmps, sizeof(jmps), &r, "jmp forms");
@@ -373,7 +335,7 @@ static void test_noncanonical(void **state)
 			/* push rax first so [rsp] holds the target */
 			code[0] = 0x50;
 			memcpy(code + 1, forms[f].code, forms[f].len);
-			struct sn_regs r = random_regs();
+			struct sn_regs r = sn_random_regs();
 			r.gpr[GPR_RAX] = bad[i];
 			check(code, forms[f].len + 1, &r, forms[f].what);
 			assert_int_equal(sn_last.vector, EXC_GP);
@@ -396,7 +358,7 @@ static void test_enter_leave(void **state)
 				size_t n = 0;
 				if (o16)
 					code[n++] = 0x66;
-				uint16_t alloc = (uint16_t)(rnd() % 0x300);
+				uint16_t alloc = (uint16_t)(sn_rnd() % 0x300);
 				code[n++] = 0xc8;
 				memcpy(code + n, &alloc, 2);
 				n += 2;
@@ -404,8 +366,8 @@ static void test_enter_leave(void **state)
 				if (o16)
 					code[n++] = 0x66;
 				code[n++] = 0xc9; /* leave */
-				struct sn_regs r = random_regs();
-				r.gpr[GPR_RSP] = PAGE(30) + 0x800 + (rnd() & 0xf);
+				struct sn_regs r = sn_random_regs();
+				r.gpr[GPR_RSP] = PAGE(30) + 0x800 + (sn_rnd() & 0xf);
 				r.gpr[GPR_RBP] = rbps[b];
 				snprintf(what, sizeof(what), "enter %u,%u o16=%u rbp=%#llx", alloc,
 					 levels[l], o16, (unsigned long long)rbps[b]);
@@ -413,7 +375,7 @@ static void test_enter_leave(void **state)
 			}
 	/* The final stack pointer lands in the guard page: #PF before anything changes. */
 	static const uint8_t big[] = {0xc8, 0x00, 0x20, 0x00};
-	struct sn_regs r = random_regs();
+	struct sn_regs r = sn_random_regs();
 	r.gpr[GPR_RSP] = PAGE(GUARD_PAGE + 2) + 0x10;
 	check(big, sizeof(big), &r, "enter: final rsp faults");
 	assert_int_equal(sn_last.vector, EXC_PF);
@@ -459,7 +421,7 @@ static void test_interrupts(void **state)
 		uint8_t code[8];
 		code[0] = 0x90;
 		memcpy(code + 1, forms[f].code, forms[f].len);
-		struct sn_regs r = random_regs();
+		struct sn_regs r = sn_random_regs();
 		check(code, forms[f].len + 1, &r, forms[f].what);
 		assert_int_equal(sn_last.vector, forms[f].vector);
 	}
@@ -537,11 +499,13 @@ static void test_compat_mode(void **state)
 
 int main(void)
 {
+	sn_rng = 0x2545f4914f6cdd1dull;
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_jcc),          cmocka_unit_test(test_cond_fast_paths),
 	    cmocka_unit_test(test_loop_jrcxz),   cmocka_unit_test(test_call_ret_jmp),
 	    cmocka_unit_test(test_noncanonical), cmocka_unit_test(test_enter_leave),
 	    cmocka_unit_test(test_interrupts),   cmocka_unit_test(test_compat_mode),
 	};
-	return cmocka_run_group_tests_name("soft_control", tests, setup, teardown);
+	return cmocka_run_group_tests_name("soft_control", tests, sn_group_setup,
+					   sn_group_teardown);
 }

@@ -13,46 +13,8 @@
 #include "soft_string_native.h"
 
 #define FMASK      (FL_ARITH | FL_DF)
-#define PAGE(n)    (SN_BASE + 0x1000ull * (n))
-#define GUARD_PAGE 40u
-
-static uint64_t rng_state = 0x5851f42d4c957f2dull;
-
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
-static int setup(void **state)
-{
-	(void)state;
-	if (!sn_setup())
-		return -1;
-	sn_protect(GUARD_PAGE, SN_NONE);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	sn_unprotect_all();
-	sn_teardown();
-	return 0;
-}
-
-static struct sn_regs random_regs(void)
-{
-	struct sn_regs r;
-	memset(&r, 0, sizeof(r));
-	for (unsigned i = 0; i < 16; i++)
-		r.gpr[i] = rnd();
-	r.gpr[GPR_RSP] = PAGE(30);
-	r.rflags = 0x202 | (rnd() & FL_ARITH);
-	return r;
-}
+#define PAGE(n)    SN_PAGE(n)
+#define GUARD_PAGE SN_GUARD_PAGE
 
 /* A soft CPU that runs code (followed by syscall) from regs. */
 static struct soft_cpu *soft_with(const uint8_t *code, size_t len, const struct sn_regs *r)
@@ -76,9 +38,9 @@ static void test_cpuid(void **state)
 	static const uint8_t code[] = {0x0f, 0xa2};
 	for (unsigned i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++)
 		for (uint32_t sub = 0; sub < 3; sub++) {
-			struct sn_regs r = random_regs();
-			r.gpr[GPR_RAX] = (rnd() << 32) | leaves[i];
-			r.gpr[GPR_RCX] = (rnd() << 32) | sub;
+			struct sn_regs r = sn_random_regs();
+			r.gpr[GPR_RAX] = (sn_rnd() << 32) | leaves[i];
+			r.gpr[GPR_RCX] = (sn_rnd() << 32) | sub;
 			struct soft_cpu *c = soft_with(code, sizeof(code), &r);
 			uint32_t want[4];
 			soft_cpuid(c, leaves[i], sub, want);
@@ -97,7 +59,7 @@ static void test_rdtsc(void **state)
 	(void)state;
 	static const uint8_t rdtsc[] = {0x0f, 0x31}, rdtscp[] = {0x0f, 0x01, 0xf9};
 	for (unsigned p = 0; p < 2; p++) {
-		struct sn_regs r = random_regs();
+		struct sn_regs r = sn_random_regs();
 		struct soft_cpu *c =
 		    p ? soft_with(rdtscp, sizeof(rdtscp), &r) : soft_with(rdtsc, sizeof(rdtsc), &r);
 		c->tsc_offset = 1ull << 50;
@@ -153,9 +115,9 @@ static void test_hints_and_fences(void **state)
 	};
 	for (unsigned f = 0; f < sizeof(forms) / sizeof(forms[0]); f++)
 		for (unsigned bad = 0; bad < 2; bad++) {
-			struct sn_regs r = random_regs();
+			struct sn_regs r = sn_random_regs();
 			r.gpr[GPR_RAX] = bad ? PAGE(GUARD_PAGE) + 0x80 : PAGE(5) + 0x40;
-			assert_true(sn_check(forms[f].code, forms[f].len, &r, rnd(), FMASK, NULL,
+			assert_true(sn_check(forms[f].code, forms[f].len, &r, sn_rnd(), FMASK, NULL,
 					     forms[f].what));
 			bool flush = forms[f].len >= 3 && forms[f].code[forms[f].len - 2] == 0xae &&
 				     forms[f].code[forms[f].len - 1] == 0x38;
@@ -188,11 +150,11 @@ static void test_xlat(void **state)
 		for (unsigned i = 0; i < 20; i++) {
 			if (forms[f].gs && !have_gs)
 				continue;
-			struct sn_regs r = random_regs();
-			r.gpr[GPR_RBX] = (forms[f].gs ? 0x1000 : PAGE(6)) + (rnd() & 0xfff);
+			struct sn_regs r = sn_random_regs();
+			r.gpr[GPR_RBX] = (forms[f].gs ? 0x1000 : PAGE(6)) + (sn_rnd() & 0xfff);
 			if (forms[f].len >= 2 && forms[f].code[forms[f].len - 2] == 0x67)
-				r.gpr[GPR_RBX] |= rnd() << 32;
-			assert_true(sn_check(forms[f].code, forms[f].len, &r, rnd(), FMASK,
+				r.gpr[GPR_RBX] |= sn_rnd() << 32;
+			assert_true(sn_check(forms[f].code, forms[f].len, &r, sn_rnd(), FMASK,
 					     forms[f].gs ? prep_gs : NULL, "xlat"));
 		}
 	if (have_gs)
@@ -215,7 +177,7 @@ static void test_ud_and_gp(void **state)
 	    {{0x0f, 0x01, 0xd0}, 3, EXC_UD},       /* xgetbv */
 	};
 	for (unsigned f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
-		struct sn_regs r = random_regs();
+		struct sn_regs r = sn_random_regs();
 		struct soft_cpu *c = soft_with(forms[f].code, forms[f].len, &r);
 		assert_int_equal(soft_cpu_run(c), SOFT_EXIT_EXCEPTION);
 		assert_int_equal(c->exc_vector, forms[f].vector);
@@ -226,6 +188,7 @@ static void test_ud_and_gp(void **state)
 
 int main(void)
 {
+	sn_rng = 0x5851f42d4c957f2dull;
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cpuid),
 	    cmocka_unit_test(test_rdtsc),
@@ -233,5 +196,5 @@ int main(void)
 	    cmocka_unit_test(test_xlat),
 	    cmocka_unit_test(test_ud_and_gp),
 	};
-	return cmocka_run_group_tests_name("soft_misc", tests, setup, teardown);
+	return cmocka_run_group_tests_name("soft_misc", tests, sn_group_setup, sn_group_teardown);
 }

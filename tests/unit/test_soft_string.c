@@ -16,35 +16,15 @@
 #define FMASK (FL_ARITH | FL_DF)
 
 /* Pages of the test mapping: data from page 2; page 40 inaccessible, page 41 read-only. */
-#define PAGE(n)    (SN_BASE + 0x1000ull * (n))
-#define GUARD_PAGE 40u
-#define RO_PAGE    41u
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
+#define PAGE(n)    SN_PAGE(n)
+#define GUARD_PAGE SN_GUARD_PAGE
+#define RO_PAGE    SN_RO_PAGE
 
 static int setup(void **state)
 {
-	(void)state;
-	if (!sn_setup())
+	if (sn_group_setup(state) < 0)
 		return -1;
-	sn_protect(GUARD_PAGE, SN_NONE);
 	sn_protect(RO_PAGE, SN_RO);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	sn_unprotect_all();
-	sn_teardown();
 	return 0;
 }
 
@@ -76,13 +56,13 @@ static struct sn_regs regs_with(uint64_t rsi, uint64_t rdi, uint64_t rcx, uint64
 	struct sn_regs r;
 	memset(&r, 0, sizeof(r));
 	for (unsigned i = 0; i < 16; i++)
-		r.gpr[i] = rnd();
+		r.gpr[i] = sn_rnd();
 	r.gpr[GPR_RSP] = PAGE(60);
 	r.gpr[GPR_RSI] = rsi;
 	r.gpr[GPR_RDI] = rdi;
 	r.gpr[GPR_RCX] = rcx;
 	r.gpr[GPR_RAX] = rax;
-	r.rflags = 0x202 | (rnd() & FL_ARITH) | (down ? FL_DF : 0);
+	r.rflags = 0x202 | (sn_rnd() & FL_ARITH) | (down ? FL_DF : 0);
 	return r;
 }
 
@@ -93,7 +73,7 @@ static void fill_scan_memory(unsigned p_same_of_16)
 	for (unsigned p = 2; p < GUARD_PAGE; p++) {
 		uint64_t *w = (uint64_t *)PAGE(p);
 		for (unsigned i = 0; i < 512; i++)
-			w[i] = (rnd() & 15) < p_same_of_16 ? 0 : 0x0101010101010101ull;
+			w[i] = (sn_rnd() & 15) < p_same_of_16 ? 0 : 0x0101010101010101ull;
 	}
 }
 
@@ -102,12 +82,12 @@ static bool check_scan(const uint8_t *code, size_t len, const struct sn_regs *in
 		       const char *what)
 {
 	static uint8_t a[SN_DATA_SIZE], b[SN_DATA_SIZE];
-	uint64_t seed = rng_state;
+	uint64_t seed = sn_rng;
 	struct sn_regs n = *in, s = *in;
 	fill_scan_memory(p_same);
 	sn_run_native(&n, code, len);
 	sn_snapshot(a);
-	rng_state = seed;
+	sn_rng = seed;
 	fill_scan_memory(p_same);
 	sn_run_soft(&s, code, len, NULL);
 	sn_snapshot(b);
@@ -120,25 +100,25 @@ static void one_form(unsigned op, unsigned sz, unsigned rep, bool a32, bool down
 	uint8_t code[8];
 	char what[96];
 	size_t len = assemble(code, op, sz, rep, a32, 0);
-	uint64_t si = PAGE(2) + 40064 + rnd() % 64;
-	uint64_t di = si + 40064 + rnd() % 64;
-	if (rnd() & 1) {
+	uint64_t si = PAGE(2) + 40064 + sn_rnd() % 64;
+	uint64_t di = si + 40064 + sn_rnd() % 64;
+	if (sn_rnd() & 1) {
 		uint64_t t = si;
 		si = di;
 		di = t;
 	}
 	/* The scans compare with the words of fill_scan_memory; stos stores any pattern. */
 	bool scan = op == OP_CMPS || op == OP_SCAS;
-	uint64_t acc = !scan ? rnd() : rnd() & 1 ? 0 : 0x0101010101010101ull;
+	uint64_t acc = !scan ? sn_rnd() : sn_rnd() & 1 ? 0 : 0x0101010101010101ull;
 	/* Upper halves that 67h must ignore. */
-	uint64_t hi = a32 ? rnd() << 32 : 0;
+	uint64_t hi = a32 ? sn_rnd() << 32 : 0;
 	struct sn_regs r = regs_with(si | hi, di | hi, cnt | (hi & ~(1ull << 63)), acc, down);
 	snprintf(what, sizeof(what), "%s%u rep%u a32=%u df=%u cnt=%llu", op_name[op], sz, rep, a32,
 		 down, (unsigned long long)cnt);
 	if (scan)
 		assert_true(check_scan(code, len, &r, rep == 2 ? 2 : 15, what));
 	else
-		assert_true(sn_check(code, len, &r, rnd(), FMASK, NULL, what));
+		assert_true(sn_check(code, len, &r, sn_rnd(), FMASK, NULL, what));
 }
 
 /* Every instruction, size, prefix, direction and address size over a few counts. */
@@ -170,8 +150,8 @@ static void test_overlap(void **state)
 					continue;
 				uint8_t code[8];
 				size_t len = assemble(code, OP_MOVS, sz, 1, false, 0);
-				uint64_t cnt = (rnd() % 3000) + 1;
-				uint64_t si = PAGE(10) + (rnd() & 0xfff);
+				uint64_t cnt = (sn_rnd() % 3000) + 1;
+				uint64_t si = PAGE(10) + (sn_rnd() & 0xfff);
 				if (down)
 					si += cnt * sz; /* keep the range inside the data pages */
 				uint64_t di = si + (uint64_t)(int64_t)dist;
@@ -179,7 +159,7 @@ static void test_overlap(void **state)
 				snprintf(what, sizeof(what),
 					 "overlap movs%u df=%u dist=%d cnt=%llu", sz, down, dist,
 					 (unsigned long long)cnt);
-				assert_true(sn_check(code, len, &r, rnd(), FMASK, NULL, what));
+				assert_true(sn_check(code, len, &r, sn_rnd(), FMASK, NULL, what));
 			}
 }
 
@@ -206,7 +186,7 @@ static bool one_fault(unsigned op, unsigned sz, bool down, unsigned which, bool 
 	snprintf(what, sizeof(what), "fault %s%u df=%u which=%u mis=%u", op_name[op], sz, down,
 		 which, mis);
 	if (op != OP_CMPS && op != OP_SCAS) {
-		assert_true(sn_check(code, len, &r, rnd(), FMASK, NULL, what));
+		assert_true(sn_check(code, len, &r, sn_rnd(), FMASK, NULL, what));
 		return sn_last.sig != 0;
 	}
 	/* The scans: all memory zero and RAX zero, so repe runs into the page. */
@@ -262,7 +242,7 @@ static void test_segment_override(void **state)
 			uint64_t hi = a32 ? 0xabcd00000000ull : 0;
 			struct sn_regs r = regs_with(0x2000 | hi, PAGE(30) | hi, 300, 0, false);
 			snprintf(what, sizeof(what), "gs %s a32=%u", op_name[op], a32);
-			assert_true(sn_check(code, len, &r, rnd(), FMASK, prep_gs, what));
+			assert_true(sn_check(code, len, &r, sn_rnd(), FMASK, prep_gs, what));
 		}
 	syscall(SYS_arch_prctl, 0x1001, 0);
 
@@ -451,11 +431,12 @@ static void test_speed(void **state)
 
 int main(void)
 {
+	sn_rng = 0x9e3779b97f4a7c15ull;
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_all_forms),          cmocka_unit_test(test_overlap),
 	    cmocka_unit_test(test_faults_midway),      cmocka_unit_test(test_segment_override),
 	    cmocka_unit_test(test_wrap_32bit),         cmocka_unit_test(test_interrupt_and_resume),
 	    cmocka_unit_test(test_tlb_slot_collision), cmocka_unit_test(test_speed),
 	};
-	return cmocka_run_group_tests_name("soft_string", tests, setup, teardown);
+	return cmocka_run_group_tests_name("soft_string", tests, setup, sn_group_teardown);
 }
