@@ -1172,42 +1172,6 @@ static insn_fn sel_mxcsr_op(const struct insn *in)
 	return in->mnemonic == ZYDIS_MNEMONIC_LDMXCSR ? h_ldmxcsr : h_stmxcsr;
 }
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	memcpy(p, &v, 2);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	memcpy(p, &v, 8);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	uint16_t v;
-	memcpy(&v, p, 2);
-	return v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
 enum {
 	FX_FCW = 0,
 	FX_FSW = 2,
@@ -1230,21 +1194,21 @@ static void fx_build(struct soft_cpu *c, uint8_t *p, bool w64)
 {
 	const struct x87 *f = &c->fpu;
 	memset(p, 0, 512);
-	put16(p + FX_FCW, f->fcw);
-	put16(p + FX_FSW, soft_x87_status(f));
+	le_put16(p + FX_FCW, f->fcw);
+	le_put16(p + FX_FSW, soft_x87_status(f));
 	p[FX_FTW] = soft_x87_abridged_tags(f);
-	put16(p + FX_FOP, f->fop & 0x7ff);
+	le_put16(p + FX_FOP, f->fop & 0x7ff);
 	if (w64) {
-		put64(p + FX_FIP, f->fip);
-		put64(p + FX_FDP, f->fdp);
+		le_put64(p + FX_FIP, f->fip);
+		le_put64(p + FX_FDP, f->fdp);
 	} else {
-		put32(p + FX_FIP, (uint32_t)f->fip);
-		put16(p + FX_FCS, c->seg[SEG_CS].selector);
-		put32(p + FX_FDP, (uint32_t)f->fdp);
-		put16(p + FX_FDS, c->seg[SEG_DS].selector);
+		le_put32(p + FX_FIP, (uint32_t)f->fip);
+		le_put16(p + FX_FCS, c->seg[SEG_CS].selector);
+		le_put32(p + FX_FDP, (uint32_t)f->fdp);
+		le_put16(p + FX_FDS, c->seg[SEG_DS].selector);
 	}
-	put32(p + FX_MXCSR, c->mxcsr);
-	put32(p + FX_MXCSR_MASK, MXCSR_SUPPORTED);
+	le_put32(p + FX_MXCSR, c->mxcsr);
+	le_put32(p + FX_MXCSR_MASK, MXCSR_SUPPORTED);
 	for (size_t i = 0; i < 8; i++)
 		memcpy(p + FX_ST + 16 * i, &f->st[(f->top + i) & 7], 10);
 	memcpy(p + FX_XMM, c->xmm, sizeof(c->xmm));
@@ -1254,18 +1218,18 @@ static void fx_build(struct soft_cpu *c, uint8_t *p, bool w64)
 static void fx_load(struct soft_cpu *c, const uint8_t *p, bool w64, unsigned nxmm)
 {
 	struct x87 *f = &c->fpu;
-	f->fcw = soft_x87_control(get16(p + FX_FCW));
+	f->fcw = soft_x87_control(le_get16(p + FX_FCW));
 	for (size_t i = 0; i < 8; i++) {
-		long double *r = &f->st[(get16(p + FX_FSW) / 2048 + i) & 7];
+		long double *r = &f->st[(le_get16(p + FX_FSW) / 2048 + i) & 7];
 		memset(r, 0, sizeof(*r));
 		memcpy(r, p + FX_ST + 16 * i, 10);
 	}
-	soft_x87_load_status(f, get16(p + FX_FSW));
+	soft_x87_load_status(f, le_get16(p + FX_FSW));
 	soft_x87_load_abridged_tags(f, p[FX_FTW]);
-	f->fop = get16(p + FX_FOP) & 0x7ff;
-	f->fip = w64 ? get64(p + FX_FIP) : get32(p + FX_FIP);
-	f->fdp = w64 ? get64(p + FX_FDP) : get32(p + FX_FDP);
-	c->mxcsr = get32(p + FX_MXCSR) & MXCSR_SUPPORTED;
+	f->fop = le_get16(p + FX_FOP) & 0x7ff;
+	f->fip = w64 ? le_get64(p + FX_FIP) : le_get32(p + FX_FIP);
+	f->fdp = w64 ? le_get64(p + FX_FDP) : le_get32(p + FX_FDP);
+	c->mxcsr = le_get32(p + FX_MXCSR) & MXCSR_SUPPORTED;
 	memcpy(c->xmm, p + FX_XMM, nxmm * sizeof(c->xmm[0]));
 }
 
@@ -1292,7 +1256,7 @@ static void h_fxrstor(struct soft_cpu *c, const struct insn *in)
 	uint8_t img[FX_END];
 	bool m64 = soft_long_mode(c);
 	soft_read_bytes(c, a, img, m64 ? FX_END : FX_XMM + 8 * 16);
-	if (get32(img + FX_MXCSR) & ~MXCSR_SUPPORTED)
+	if (le_get32(img + FX_MXCSR) & ~MXCSR_SUPPORTED)
 		soft_fault(c, EXC_GP, 0);
 	fx_load(c, img, in->mnemonic == ZYDIS_MNEMONIC_FXRSTOR64, m64 ? 16 : 8);
 }

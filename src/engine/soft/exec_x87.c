@@ -471,30 +471,6 @@ static void h_fwait(struct soft_cpu *c, const struct insn *in)
 		soft_fault(c, EXC_MF, 0);
 }
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	memcpy(p, &v, 2);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	uint16_t v;
-	memcpy(&v, p, 2);
-	return v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
 /* The FSTENV environment: 28 bytes (32-bit operand size; the unused halves read as ones) or 14
  * (16-bit). Selectors are not recorded by this CPU: the current CS and DS stand in. Returns
  * its size. */
@@ -503,22 +479,22 @@ static unsigned env_build(const struct soft_cpu *c, uint8_t *p, bool big)
 	const struct x87 *f = &c->fpu;
 	uint16_t cs = c->seg[SEG_CS].selector, ds = c->seg[SEG_DS].selector;
 	if (!big) {
-		put16(p + 0, f->fcw);
-		put16(p + 2, soft_x87_status(f));
-		put16(p + 4, full_tags(f));
-		put16(p + 6, (uint16_t)f->fip);
-		put16(p + 8, cs);
-		put16(p + 10, (uint16_t)f->fdp);
-		put16(p + 12, ds);
+		le_put16(p + 0, f->fcw);
+		le_put16(p + 2, soft_x87_status(f));
+		le_put16(p + 4, full_tags(f));
+		le_put16(p + 6, (uint16_t)f->fip);
+		le_put16(p + 8, cs);
+		le_put16(p + 10, (uint16_t)f->fdp);
+		le_put16(p + 12, ds);
 		return 14;
 	}
-	put32(p + 0, 0xffff0000u | f->fcw);
-	put32(p + 4, 0xffff0000u | soft_x87_status(f));
-	put32(p + 8, 0xffff0000u | full_tags(f));
-	put32(p + 12, (uint32_t)f->fip);
-	put32(p + 16, cs | (uint32_t)(f->fop & 0x7ff) << 16);
-	put32(p + 20, (uint32_t)f->fdp);
-	put32(p + 24, 0xffff0000u | ds);
+	le_put32(p + 0, 0xffff0000u | f->fcw);
+	le_put32(p + 4, 0xffff0000u | soft_x87_status(f));
+	le_put32(p + 8, 0xffff0000u | full_tags(f));
+	le_put32(p + 12, (uint32_t)f->fip);
+	le_put32(p + 16, cs | (uint32_t)(f->fop & 0x7ff) << 16);
+	le_put32(p + 20, (uint32_t)f->fdp);
+	le_put32(p + 24, 0xffff0000u | ds);
 	return 28;
 }
 
@@ -526,18 +502,18 @@ static unsigned env_build(const struct soft_cpu *c, uint8_t *p, bool big)
  * are recomputed from them). */
 static void env_load(struct x87 *f, const uint8_t *p, bool big)
 {
-	uint16_t ftw = get16(p + (big ? 8 : 4));
-	f->fcw = soft_x87_control(get16(p));
-	soft_x87_load_status(f, get16(p + (big ? 4 : 2)));
+	uint16_t ftw = le_get16(p + (big ? 8 : 4));
+	f->fcw = soft_x87_control(le_get16(p));
+	soft_x87_load_status(f, le_get16(p + (big ? 4 : 2)));
 	f->ftw_full = ftw;
 	f->ftw_full = full_tags(f);
 	if (big) {
-		f->fip = get32(p + 12);
-		f->fop = (uint16_t)((get32(p + 16) >> 16) & 0x7ff);
-		f->fdp = get32(p + 20);
+		f->fip = le_get32(p + 12);
+		f->fop = (uint16_t)((le_get32(p + 16) >> 16) & 0x7ff);
+		f->fdp = le_get32(p + 20);
 	} else {
-		f->fip = get16(p + 6);
-		f->fdp = get16(p + 10);
+		f->fip = le_get16(p + 6);
+		f->fdp = le_get16(p + 10);
 	}
 }
 
@@ -585,7 +561,7 @@ static void h_frstor(struct soft_cpu *c, const struct insn *in)
 	unsigned n = big ? 28 : 14;
 	soft_read_bytes(c, insn_addr(c, in), area, n + 80);
 	struct x87 *f = &c->fpu;
-	unsigned top = (get16(area + (big ? 4 : 2)) >> 11) & 7;
+	unsigned top = (le_get16(area + (big ? 4 : 2)) >> 11) & 7;
 	for (size_t i = 0; i < 8; i++) {
 		long double *r = &f->st[(top + i) & 7];
 		memset(r, 0, sizeof(*r));

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "engine/cpu_state.h"
 
@@ -380,6 +381,38 @@ static inline void soft_store(struct soft_cpu *c, uint64_t va, uint64_t v, unsig
 		}
 	}
 	soft_store_slow(c, va, v, size);
+}
+
+/* Little-endian fields of in-memory images (FXSAVE, FNSAVE/FNSTENV) in host buffers. */
+static inline void le_put16(uint8_t *p, uint16_t v)
+{
+	memcpy(p, &v, 2);
+}
+static inline void le_put32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+static inline void le_put64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+static inline uint16_t le_get16(const uint8_t *p)
+{
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return v;
+}
+static inline uint32_t le_get32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+static inline uint64_t le_get64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
 }
 
 /* ---- operands (inline helpers for handlers) ------------------------------------------------ */
