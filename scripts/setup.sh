@@ -3,7 +3,7 @@
 # it asks apt only when something is missing.
 set -euo pipefail
 pkgs=(build-essential clang libclang-rt-14-dev llvm libcmocka-dev libzydis-dev binutils pkg-config
-      busybox-static file
+      busybox-static file liblzma-dev cpio
       clang-format clang-tidy cppcheck util-linux)
 [ "${1:-}" = "--bench" ] && pkgs+=(qemu-system-x86 qemu-user time)
 missing=()

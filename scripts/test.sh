@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite (what `make test` and CI run):
-#   1. build with gcc; unit tests, integration tests (guests on KVM), the soft engine's
+#   1. build with gcc; unit tests, integration tests (guests on KVM and on the soft engine), the soft engine's
 #      differential test against the host CPU, busybox under ferry-user against native
 #   2. the same under ASan+UBSan (fewer cases, smaller inputs)
 #   3. a clang build (warnings are errors), clang-format, cppcheck and clang-tidy checks
@@ -50,6 +50,10 @@ suite() { # name build-dir diff-cases user-mb make-args...
 	echo "== $name: integration tests"
 	./tests/integration/run.sh "$build/ferry" 2>&1 | tee "$build/integration.log"
 	tally "$name integration" "$build/integration.log" "${PIPESTATUS[0]}"
+	echo "== $name: integration tests, guests on the soft engine"
+	FERRY_TEST_ENGINE=soft ./tests/integration/run.sh "$build/ferry" 2>&1 |
+		tee "$build/integration-soft.log"
+	tally "$name integration soft" "$build/integration-soft.log" "${PIPESTATUS[0]}"
 	echo "== $name: soft engine against the host CPU ($diff_cases cases per form)"
 	"$build/diff-test" --cases "$diff_cases" 2>&1 | tail -25 | tee "$build/diff.log"
 	tally "$name diff" "$build/diff.log" "${PIPESTATUS[0]}"

@@ -36,6 +36,8 @@ static const char usage[] =
     "                       has vmx or svm, soft otherwise)\n"
     "  --serial S           stdio (default), file:PATH, pty or none\n"
     "  --no-reboot          a guest reset ends ferry (status 0) instead of rebooting\n"
+    "  --linux-entry E      direct (default): decompress a Linux bzImage on the host and\n"
+    "                       enter the kernel itself; decompressor: run its own decompressor\n"
     "  -v, --verbose        say more about what happens\n"
     "\n"
     "On the stdio console, Ctrl-A x quits and Ctrl-A h lists the other keys.\n"
@@ -51,7 +53,16 @@ static int usage_error(const char *fmt, const char *arg)
 	return FERRY_EXIT_USAGE;
 }
 
-enum { OPT_KERNEL = 256, OPT_INITRD, OPT_APPEND, OPT_SMP, OPT_ENGINE, OPT_SERIAL, OPT_NO_REBOOT };
+enum {
+	OPT_KERNEL = 256,
+	OPT_INITRD,
+	OPT_APPEND,
+	OPT_SMP,
+	OPT_ENGINE,
+	OPT_SERIAL,
+	OPT_NO_REBOOT,
+	OPT_LINUX_ENTRY,
+};
 
 static int parse_run(int argc, char **argv, struct vm_config *cfg)
 {
@@ -64,10 +75,12 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg)
 	    {"engine", required_argument, NULL, OPT_ENGINE},
 	    {"serial", required_argument, NULL, OPT_SERIAL},
 	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
+	    {"linux-entry", required_argument, NULL, OPT_LINUX_ENTRY},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {NULL, 0, NULL, 0},
 	};
-	*cfg = (struct vm_config){.mem_size = 256ull << 20, .smp = 1, .serial = "stdio"};
+	*cfg = (struct vm_config){
+	    .mem_size = 256ull << 20, .smp = 1, .serial = "stdio", .linux_direct = true};
 	opterr = 0;
 	optind = 1;
 	int c;
@@ -114,6 +127,16 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg)
 			break;
 		case OPT_NO_REBOOT:
 			cfg->no_reboot = true;
+			break;
+		case OPT_LINUX_ENTRY:
+			if (!strcmp(optarg, "direct"))
+				cfg->linux_direct = true;
+			else if (!strcmp(optarg, "decompressor"))
+				cfg->linux_direct = false;
+			else
+				return usage_error(
+				    "unknown Linux entry '%s' (use direct or decompressor)",
+				    optarg);
 			break;
 		case 'v':
 			log_verbose = 1;

@@ -66,7 +66,7 @@ struct engine_ops {
 	 * dirty_pages returns the pages written since the previous call and clears them. */
 	int (*dirty_log)(struct vm *vm, bool enable);
 	int (*dirty_pages)(struct vm *vm, uint64_t *bitmap);
-	/* Make a vcpu_run in another thread return soon with VMEXIT_KICKED. Async-signal safe. */
+	/* Make a vcpu_run in another thread return soon with VMEXIT_KICKED (from any thread). */
 	void (*kick)(struct vcpu *cpu);
 };
 

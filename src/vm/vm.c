@@ -14,6 +14,7 @@
 #include "backend/chardev.h"
 #include "util/file.h"
 #include "util/log.h"
+#include "vm/irqchip.h"
 
 /* ---- stopping ---------------------------------------------------------------------------- */
 
@@ -47,8 +48,19 @@ void vm_add_device(struct vm *vm, struct device *dev)
 	vm->devices = dev;
 }
 
+static __thread struct vcpu *current_vcpu;
+
+struct vcpu *vm_current_vcpu(void)
+{
+	return current_vcpu;
+}
+
 void vm_irq_line(struct vm *vm, unsigned gsi, int level)
 {
+	if (vm->irqchip) {
+		irqchip_set_irq(vm->irqchip, gsi, level);
+		return;
+	}
 	if (vm->engine->irq_line(vm, gsi, level) < 0)
 		log_warn("interrupt line %u could not be set to %d", gsi, level);
 }
@@ -165,6 +177,7 @@ static void *vcpu_thread(void *arg)
 	struct vm *vm = cpu->vm;
 	char name[16];
 	snprintf(name, sizeof(name), "vcpu%u", cpu->id);
+	current_vcpu = cpu;
 	pthread_setname_np(pthread_self(), name);
 	while (!vm_stopping(vm)) {
 		struct vm_exit ex;
@@ -203,6 +216,7 @@ static int load_kernel(struct vm *vm, struct cpu_state *bsp)
 	    .initrd_len = initrd.len,
 	    .cmdline = cfg->append,
 	    .ncpus = cfg->smp,
+	    .linux_direct = cfg->linux_direct,
 	};
 	cpu_state_reset(bsp, true);
 	if (boot_load(&vm->mem, &in, bsp, err, sizeof(err)) < 0) {
@@ -211,6 +225,10 @@ static int load_kernel(struct vm *vm, struct cpu_state *bsp)
 	}
 	if (mptable_write(&vm->mem, cfg->smp, err, sizeof(err)) < 0) {
 		log_error("MP table: %s", err);
+		goto out;
+	}
+	if (acpi_write_tables(&vm->mem, cfg->smp, err, sizeof(err)) < 0) {
+		log_error("ACPI tables: %s", err);
 		goto out;
 	}
 	log_info("loaded %s (%s)", cfg->kernel,

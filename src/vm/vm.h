@@ -25,8 +25,9 @@ struct vm_config {
 	uint64_t mem_size;
 	unsigned smp;
 	enum engine_choice engine;
-	const char *serial;         /* "stdio", "file:PATH", "pty", "none" */
-	bool no_reboot;             /* a guest reset ends ferry (status 0) instead of rebooting */
+	const char *serial; /* "stdio", "file:PATH", "pty", "none" */
+	bool no_reboot;     /* a guest reset ends ferry (status 0) instead of rebooting */
+	bool linux_direct; /* bzImage: decompress on the host and enter the kernel (not its stub) */
 	struct chardev *serial_dev; /* opened by the caller from serial; outlives reboots */
 };
 
@@ -62,6 +63,7 @@ struct vm {
 	struct bus pio, mmio;
 	struct device *devices;
 	struct chardev *serial;
+	struct irqchip *irqchip; /* user-space interrupt controllers (vm/irqchip.h), or NULL */
 	unsigned nvcpus;
 	struct vcpu vcpus[VM_MAX_VCPUS];
 
@@ -89,7 +91,11 @@ void vm_add_device(struct vm *vm, struct device *dev);
  * (and stops the VM) when nothing is mapped at addr. */
 void vm_pio(struct vcpu *cpu, uint16_t port, uint8_t *data, unsigned size, bool write);
 int vm_mmio(struct vcpu *cpu, uint64_t addr, uint8_t *data, unsigned size, bool write);
-/* Raise or lower an interrupt line (a GSI); routed through the engine's interrupt controller. */
+/* Raise or lower an interrupt line (a GSI); routed to the user-space interrupt controllers when
+ * the VM has them, else to the engine's. */
 void vm_irq_line(struct vm *vm, unsigned gsi, int level);
+/* The vCPU the calling thread runs (NULL on other threads): devices that exist once per vCPU,
+ * like the local APIC, use it to tell whose access they see. */
+struct vcpu *vm_current_vcpu(void);
 
 #endif

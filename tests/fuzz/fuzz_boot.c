@@ -79,7 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	data++;
 	size--;
 
-	struct boot_params_in in = {.ncpus = ctl >> 4};
+	/* Bits 4-6 of the control byte: CPU count; bit 7: the Linux entry (direct or decompressor). */
+	struct boot_params_in in = {.ncpus = (ctl >> 4) & 7, .linux_direct = ctl >> 7};
 	size_t kernel_len = size;
 	switch (ctl & 3) {
 	case 1:

@@ -5,7 +5,8 @@
 # "N passed, N failed" (", N skipped" when cases could not run). Exit status 1 if any failed.
 #
 # Usage: tests/integration/run.sh path/to/ferry
-# Env:   FERRY_TEST_TIMEOUT (seconds per case, default 60)
+# Env:   FERRY_TEST_ENGINE  (kvm or soft: the engine the guest cases boot on; default kvm)
+#        FERRY_TEST_TIMEOUT (seconds per case, default 60)
 #        FERRY_TEST_ONLY    (extended regex: run only the cases whose name matches)
 set -u
 
@@ -20,6 +21,7 @@ G=$GDIR/build
 T=${FERRY_TEST_TIMEOUT:-60}
 T_BAD=${FERRY_TEST_TIMEOUT_BAD:-15} # for input that must be refused before any guest code runs
 ONLY=${FERRY_TEST_ONLY:-}
+ENGINE=${FERRY_TEST_ENGINE:-kvm}
 
 if ! make -s -C "$GDIR" >/dev/null; then
 	echo "FAIL build-guests: make -C $GDIR failed"
@@ -51,14 +53,20 @@ NAME='' WHY='' RC='' RUNNING=0
 
 # ---- case framework ----
 
-# begin NAME [kvm]: starts a case; returns 1 (caller skips the case) when filtered out or when it
-# needs KVM and there is none.
+# begin NAME [kvm|guest]: starts a case; returns 1 (caller skips the case) when filtered out or
+# when it cannot run. "kvm" cases need the KVM engine; "guest" cases boot a guest on the engine
+# under test (FERRY_TEST_ENGINE, default kvm). With the soft engine only the guest cases run
+# (named soft-NAME); the command-line cases do not depend on the engine.
 begin() {
 	NAME=$1 WHY='' RC='' RUNNING=0
+	if [ "$ENGINE" = soft ]; then
+		[ "${2:-}" = guest ] || return 1
+		NAME=soft-$1
+	fi
 	if [ -n "$ONLY" ] && ! [[ $NAME =~ $ONLY ]]; then
 		return 1
 	fi
-	if [ "${2:-}" = kvm ] && [ $KVM = 0 ]; then
+	if [ "$ENGINE" = kvm ] && [ -n "${2:-}" ] && [ $KVM = 0 ]; then
 		echo "SKIP $NAME: $KVM_WHY"
 		SKIPPED=$((SKIPPED + 1))
 		return 1
@@ -112,8 +120,8 @@ bad_ferry() {
 	TO=$T
 }
 
-# ferry_kvm ARGS...: the same on the KVM engine with the console on stdio.
-ferry_kvm() { ferry run --engine kvm --serial stdio "$@"; }
+# ferry_guest ARGS...: the same on the engine under test with the console on stdio.
+ferry_guest() { ferry run --engine "$ENGINE" --serial stdio "$@"; }
 
 expect_rc() {
 	[ "$RC" = "$1" ] || fail "expected exit status $1, got $RC"
@@ -243,14 +251,6 @@ if begin engine-unknown; then
 	end
 fi
 
-if begin engine-soft-not-built; then
-	bad_ferry run --kernel "$G/mb_test.elf" --engine soft
-	expect_rc_nonzero
-	expect_err_one_line
-	expect_err 'not built yet'
-	end
-fi
-
 if begin serial-unknown kvm; then
 	bad_ferry run --engine kvm --kernel "$G/mb_test.elf" --serial carrier-pigeon
 	expect_rc 2
@@ -344,7 +344,7 @@ fi
 # ---- guests on the KVM engine ----
 
 if begin multiboot kvm; then
-	ferry_kvm --kernel "$G/mb_test.elf" --initrd "$TMP/initrd" --append "hello mb exit=5" -m 256M --smp 2
+	ferry_guest --kernel "$G/mb_test.elf" --initrd "$TMP/initrd" --append "hello mb exit=5" -m 256M --smp 2
 	expect_rc 11
 	expect_out 'magic ok, flags 0x[0-9a-f]+' 'fw_cfg: 2 cpus, ram 256 MiB' 'mem_upper ok' \
 		"cmdline: '(.* )?hello mb exit=5'" 'modules: 1' \
@@ -356,22 +356,22 @@ if begin multiboot kvm; then
 	end
 fi
 
-if begin multiboot-no-initrd kvm; then
-	ferry_kvm --kernel "$G/mb_test.elf" --append "exit=0"
+if begin multiboot-no-initrd guest; then
+	ferry_guest --kernel "$G/mb_test.elf" --append "exit=0"
 	expect_rc 1
 	expect_out 'fw_cfg: 1 cpus, ram 256 MiB' 'modules: 0' 'mb_test ok'
 	end
 fi
 
-if begin memory-size-reaches-guest kvm; then
-	ferry_kvm --kernel "$G/mb_test.elf" -m 1G --append "exit=0"
+if begin memory-size-reaches-guest guest; then
+	ferry_guest --kernel "$G/mb_test.elf" -m 1G --append "exit=0"
 	expect_rc 1
 	expect_out 'fw_cfg: 1 cpus, ram 1024 MiB' 'mem_upper ok' 'mb_test ok'
 	end
 fi
 
-if begin pvh kvm; then
-	ferry_kvm --kernel "$G/pvh_test.elf" --initrd "$TMP/initrd" --append "hello pvh exit=6"
+if begin pvh guest; then
+	ferry_guest --kernel "$G/pvh_test.elf" --initrd "$TMP/initrd" --append "hello pvh exit=6"
 	expect_rc 13
 	expect_out 'start_info magic ok, version [0-9]+' "cmdline: 'hello pvh exit=6'" \
 		'memmap entries: [1-9][0-9]*, ram 25[0-9] MiB' 'modules: 1' \
@@ -381,15 +381,15 @@ if begin pvh kvm; then
 	end
 fi
 
-if begin pvh-no-initrd kvm; then
-	ferry_kvm --kernel "$G/pvh_test.elf" --append "exit=0"
+if begin pvh-no-initrd guest; then
+	ferry_guest --kernel "$G/pvh_test.elf" --append "exit=0"
 	expect_rc 1
 	expect_out 'modules: 0' 'long mode ok'
 	end
 fi
 
-if begin bzimage kvm; then
-	ferry_kvm --kernel "$G/bzimage_test.bin" --initrd "$TMP/initrd" --append "console=ttyS0 exit=7"
+if begin bzimage guest; then
+	ferry_guest --kernel "$G/bzimage_test.bin" --initrd "$TMP/initrd" --append "console=ttyS0 exit=7"
 	expect_rc 15
 	expect_out 'bzimage_test: 64-bit entry, boot_params at 0x[0-9a-f]+' \
 		'boot protocol 0x20f, type_of_loader 0x[0-9a-f]+, loadflags 0x[0-9a-f]+' \
@@ -400,15 +400,15 @@ if begin bzimage kvm; then
 	end
 fi
 
-if begin bzimage-no-initrd kvm; then
-	ferry_kvm --kernel "$G/bzimage_test.bin" --append "exit=0"
+if begin bzimage-no-initrd guest; then
+	ferry_guest --kernel "$G/bzimage_test.bin" --append "exit=0"
 	expect_rc 1
 	expect_out 'initrd at 0x[0-9a-f]+ size 0' 'bzimage_test ok'
 	end
 fi
 
-if begin unmapped-mmio kvm; then
-	ferry_kvm --kernel "$G/mmio_test.elf"
+if begin unmapped-mmio guest; then
+	ferry_guest --kernel "$G/mmio_test.elf"
 	expect_rc 4
 	expect_out 'about to touch unmapped MMIO'
 	expect_no_out 'store returned'
@@ -417,8 +417,8 @@ if begin unmapped-mmio kvm; then
 	end
 fi
 
-if begin triple-fault kvm; then
-	ferry_kvm --kernel "$G/triple.elf"
+if begin triple-fault guest; then
+	ferry_guest --kernel "$G/triple.elf"
 	expect_rc 4
 	expect_out 'triple: loading an empty IDT, then ud2'
 	expect_no_out 'still running'
@@ -427,15 +427,15 @@ if begin triple-fault kvm; then
 	end
 fi
 
-if begin reset-no-reboot kvm; then
-	ferry_kvm --kernel "$G/reset_test.elf" --no-reboot
+if begin reset-no-reboot guest; then
+	ferry_guest --kernel "$G/reset_test.elf" --no-reboot
 	expect_rc 0
 	expect_count 'boot' 1
 	end
 fi
 
-if begin reset-reboots kvm; then
-	timeout -k 5 "$T" "$FERRY" run --engine kvm --serial stdio --kernel "$G/reset_test.elf" \
+if begin reset-reboots guest; then
+	timeout -k 5 "$T" "$FERRY" run --engine "$ENGINE" --serial stdio --kernel "$G/reset_test.elf" \
 		</dev/null >"$TMP/out.raw" 2>"$TMP/err" &
 	BGPID=$!
 	if wait_for_lines '^boot' 3 30; then
@@ -454,25 +454,25 @@ if begin reset-reboots kvm; then
 fi
 
 if begin smp kvm; then
-	ferry_kvm --kernel "$G/smp_test.elf" --smp 2
+	ferry_guest --kernel "$G/smp_test.elf" --smp 2
 	expect_rc 1
 	expect_out 'smp_test: 2 cpus per fw_cfg, bsp apic id 0' 'MP table: 2 cpus' 'cpu 1 up' 'all 2 cpus up'
 	expect_no_out 'FAIL'
 	end
 fi
 
-if begin smp-one-cpu kvm; then
-	ferry_kvm --kernel "$G/smp_test.elf" --smp 1
+if begin smp-one-cpu guest; then
+	ferry_guest --kernel "$G/smp_test.elf" --smp 1
 	expect_rc 1
 	expect_out 'MP table: 1 cpus' 'all 1 cpus up'
 	end
 fi
 
 for n in 1 2 3; do
-	if begin "cpuid-smp-$n" kvm; then
+	if begin "cpuid-smp-$n" "$([ "$n" = 1 ] && echo guest || echo kvm)"; then
 		# The CPUID model (src/engine/kvm/kvm_cpuid.c) as every CPU sees it: APIC IDs, CPU
 		# count, topology leaves, hypervisor bit and signature, no VMX/SVM.
-		ferry_kvm --kernel "$G/smp_test.elf" --smp "$n" --append cpuid
+		ferry_guest --kernel "$G/smp_test.elf" --smp "$n" --append cpuid
 		expect_rc 1
 		expect_out "cpuid: max leaf 0x[0-9a-f]+, max extended leaf 0x[0-9a-f]+, vendor '.*', hypervisor 'KVMKVMKVM'" \
 			"all $n cpus up"
@@ -484,11 +484,11 @@ for n in 1 2 3; do
 	fi
 done
 
-if begin timer kvm; then
+if begin timer guest; then
 	# PIT channel 0 at 100 Hz through the 8259, hlt between ticks: the 20 tick intervals take
 	# 0.2 s of real time (the rest of the run is milliseconds).
 	start=$(date +%s%N)
-	ferry_kvm --kernel "$G/timer_test.elf"
+	ferry_guest --kernel "$G/timer_test.elf"
 	ms=$((($(date +%s%N) - start) / 1000000))
 	expect_rc 1
 	expect_out 'timer: 20 ticks' 'tsc per tick: [1-9][0-9]* \(min [0-9]+, max [0-9]+\)' 'timer_test ok'
@@ -498,18 +498,18 @@ if begin timer kvm; then
 	end
 fi
 
-if begin timer-rtc kvm; then
+if begin timer-rtc guest; then
 	# The guest counts PIT ticks between two changes of the CMOS RTC's seconds (host time).
-	ferry_kvm --kernel "$G/timer_test.elf" --append rtc
+	ferry_guest --kernel "$G/timer_test.elf" --append rtc
 	expect_rc 1
 	expect_out 'timer: 20 ticks' 'rtc: [0-9]+ ticks in one RTC second \([0-9]+ TSC cycles\)' 'timer_test ok'
 	expect_no_out 'FAIL'
 	end
 fi
 
-if begin cpl3-native kvm; then
+if begin cpl3-native guest; then
 	start=$(date +%s)
-	ferry_kvm --kernel "$G/cpl3_test.elf"
+	ferry_guest --kernel "$G/cpl3_test.elf"
 	secs=$(($(date +%s) - start))
 	expect_rc 1
 	expect_out 'back at CPL 0 from cs 0x2b \(CPL 3\) via (int 0x80|#UD on int 0x80|#GP on int 0x80)' 'cpl3 result (0x[0-9a-f]+), expected \2' 'cpl3 ok'
@@ -519,17 +519,17 @@ if begin cpl3-native kvm; then
 fi
 
 if begin demo-exit kvm; then
-	ferry_kvm --kernel "$G/demo.elf" --append "demo-exit" --no-reboot --smp 2 -m 128M
+	ferry_guest --kernel "$G/demo.elf" --append "demo-exit" --no-reboot --smp 2 -m 128M
 	expect_rc 0
 	expect_out '  ferry demo guest' 'cpus: 2' 'ram: 128 MiB' 'cmdline: (.* )?demo-exit' 'demo-exit: powering off'
 	end
 fi
 
-if begin demo-shell kvm; then
+if begin demo-shell guest; then
 	# Types into the shell through a FIFO, waiting for each prompt: exercises UART receive
 	# interrupts through the 8259 PIC.
 	mkfifo "$TMP/in"
-	timeout -k 5 "$T" "$FERRY" run --engine kvm --serial stdio --kernel "$G/demo.elf" \
+	timeout -k 5 "$T" "$FERRY" run --engine "$ENGINE" --serial stdio --kernel "$G/demo.elf" \
 		--append "shell test" <"$TMP/in" >"$TMP/out.raw" 2>"$TMP/err" &
 	BGPID=$!
 	exec 3>"$TMP/in"
@@ -554,8 +554,8 @@ if begin demo-shell kvm; then
 	end
 fi
 
-if begin serial-file kvm; then
-	ferry run --engine kvm --serial "file:$TMP/console.txt" --kernel "$G/mb_test.elf" --append "exit=0"
+if begin serial-file guest; then
+	ferry run --engine "$ENGINE" --serial "file:$TMP/console.txt" --kernel "$G/mb_test.elf" --append "exit=0"
 	cp "$TMP/out" "$TMP/stdout.txt"
 	tr -d '\r' <"$TMP/console.txt" >"$TMP/out" 2>/dev/null
 	expect_rc 1
@@ -564,8 +564,8 @@ if begin serial-file kvm; then
 	end
 fi
 
-if begin serial-none kvm; then
-	ferry run --engine kvm --serial none --kernel "$G/mb_test.elf" --append "exit=2"
+if begin serial-none guest; then
+	ferry run --engine "$ENGINE" --serial none --kernel "$G/mb_test.elf" --append "exit=2"
 	expect_rc 5
 	expect_no_out 'mb_test'
 	end

@@ -1,6 +1,7 @@
-/* Kernel loaders: synthetic bzImage, PVH ELF and multiboot images built here, loaded into
- * 64 MiB of guest RAM; then the boot structures, the initial CPU state, and the rejection of
- * malformed images with an error message and no crash. */
+/* Kernel loaders: synthetic bzImage (also with an XZ-compressed ELF payload, for the direct
+ * entry), PVH ELF and multiboot images built here, loaded into 64 MiB of guest RAM; then the boot
+ * structures, the initial CPU state, and the rejection of malformed images with an error message
+ * and no crash. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +11,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <lzma.h>
 
 #include "arch/x86/boot.h"
+#include "arch/x86/xz.h"
 #include "engine/cpu_state.h"
 #include "vm/mem.h"
 
@@ -558,6 +561,437 @@ static void test_bzimage_rejects(void **state)
 	free(img);
 }
 
+/* ---- bzImage, direct entry (XZ payload decompressed on the host) ------------------------ */
+
+/* The ELF kernel inside: text at 16 MiB entered at +0x40, data with bss at 20 MiB. */
+#define DK_TEXT      0x1000000ull
+#define DK_DATA      0x1400000ull
+#define DK_ENTRY     (DK_TEXT + 0x40)
+#define DK_TEXT_OFF  0x1000
+#define DK_TEXT_SIZE 0x2000
+#define DK_DATA_OFF  0x3000
+#define DK_DATA_FILE 0x800
+#define DK_DATA_MEM  0x3000
+#define DK_LEN       (DK_DATA_OFF + DK_DATA_FILE)
+#define DK_PAYLOAD   0x200 /* payload_offset: after some decompressor code */
+#define KVIRT        0xffffffff80000000ull
+
+static void dk_segs(struct seg s[2])
+{
+	s[0] = (struct seg){1, DK_TEXT_OFF, DK_TEXT, DK_TEXT_SIZE, DK_TEXT_SIZE, 0x200000};
+	s[1] = (struct seg){1, DK_DATA_OFF, DK_DATA, DK_DATA_FILE, DK_DATA_MEM, 0x200000};
+}
+
+static uint8_t *make_dk_elf(const struct seg *segs, unsigned n, uint64_t entry)
+{
+	uint8_t *p = make_elf(1, entry, segs, n, DK_LEN);
+	for (size_t i = DK_TEXT_OFF; i < DK_LEN; i++)
+		p[i] = pattern(i);
+	return p;
+}
+
+/* Sets program header i's p_vaddr (make_elf makes it equal to p_paddr). */
+static void set_vaddr(uint8_t *elf, unsigned i, uint64_t vaddr)
+{
+	w64(elf + 64 + i * 56 + 16, vaddr);
+}
+
+/* XZ as Linux builds its payload: x86 BCJ + LZMA2, CRC32 check, the uncompressed size appended
+ * (little-endian, 4 bytes). */
+static uint8_t *xz_payload(const uint8_t *data, size_t len, size_t *out_len)
+{
+	lzma_options_lzma opt;
+	assert_false(lzma_lzma_preset(&opt, 1));
+	lzma_filter filters[] = {
+	    {LZMA_FILTER_X86, NULL}, {LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
+	size_t cap = lzma_stream_buffer_bound(len), pos = 0;
+	uint8_t *out = malloc(cap + 4);
+	assert_non_null(out);
+	assert_int_equal(
+	    lzma_stream_buffer_encode(filters, LZMA_CHECK_CRC32, NULL, data, len, out, &pos, cap),
+	    LZMA_OK);
+	w32(out + pos, (uint32_t)len);
+	*out_len = pos + 4;
+	return out;
+}
+
+/* A bzImage whose protected-mode part holds the payload at DK_PAYLOAD. */
+static uint8_t *make_direct_bz(const uint8_t *payload, size_t plen, size_t *len)
+{
+	struct bz_opts o = bz_default();
+	o.pm_len = (DK_PAYLOAD + plen + 15) & ~(size_t)15;
+	uint8_t *p = make_bzimage(&o, len);
+	memcpy(p + 1024 + DK_PAYLOAD, payload, plen);
+	w32(p + 0x248, DK_PAYLOAD);
+	w32(p + 0x24c, (uint32_t)plen);
+	return p;
+}
+
+/* The whole chain: ELF -> XZ payload -> bzImage. */
+static uint8_t *make_direct_from_elf(const uint8_t *elf, size_t elf_len, size_t *len)
+{
+	size_t plen;
+	uint8_t *payload = xz_payload(elf, elf_len, &plen);
+	uint8_t *bz = make_direct_bz(payload, plen, len);
+	free(payload);
+	return bz;
+}
+
+static uint8_t *make_direct(uint64_t entry, size_t *len)
+{
+	struct seg s[2];
+	dk_segs(s);
+	uint8_t *elf = make_dk_elf(s, 2, entry);
+	uint8_t *bz = make_direct_from_elf(elf, DK_LEN, len);
+	free(elf);
+	return bz;
+}
+
+static int load_dir(struct fixture *f, const uint8_t *img, size_t len, const uint8_t *initrd,
+		    size_t initrd_len, const char *cmdline)
+{
+	struct boot_params_in in = {img, len, initrd, initrd_len, cmdline, 1, true};
+	f->err[0] = 0;
+	return boot_load(&f->mem, &in, &f->st, f->err, sizeof(f->err));
+}
+
+static void expect_direct_reject(struct fixture *f, const uint8_t *img, size_t len,
+				 const char *want)
+{
+	int rc = load_dir(f, img, len, NULL, 0, "console=ttyS0");
+	if (rc != -1 || !strstr(f->err, want))
+		fail_msg("expected an error with \"%s\", got rc %d: \"%s\"", want, rc, f->err);
+}
+
+static void test_direct_load(void **state)
+{
+	struct fixture *f = *state;
+	size_t len, initrd_len = PAGE_SIZE + 77;
+	uint8_t *img = make_direct(DK_ENTRY, &len), *initrd = malloc(initrd_len);
+	for (size_t i = 0; i < initrd_len; i++)
+		initrd[i] = (uint8_t)~pattern(i);
+	/* Garbage where the kernel goes: the bss must come out zeroed, 1 MiB stay untouched. */
+	memset(gmem_ptr(&f->mem, BOOT_KERNEL_ADDR, 24 * MIB), 0xcc, 24 * MIB);
+
+	assert_int_equal(load_dir(f, img, len, initrd, initrd_len, "console=ttyS0 quiet"), 0);
+
+	struct seg s[2];
+	dk_segs(s);
+	uint8_t *elf = make_dk_elf(s, 2, DK_ENTRY);
+	assert_memory_equal(gp(f, DK_TEXT, DK_TEXT_SIZE), elf + DK_TEXT_OFF, DK_TEXT_SIZE);
+	assert_memory_equal(gp(f, DK_DATA, DK_DATA_FILE), elf + DK_DATA_OFF, DK_DATA_FILE);
+	const uint8_t *bss = gp(f, DK_DATA + DK_DATA_FILE, DK_DATA_MEM - DK_DATA_FILE);
+	for (size_t i = 0; i < DK_DATA_MEM - DK_DATA_FILE; i++)
+		assert_int_equal(bss[i], 0);
+	assert_int_equal(*gp(f, DK_DATA + DK_DATA_MEM, 1), 0xcc); /* nothing past memsz */
+	assert_int_equal(*gp(f, BOOT_KERNEL_ADDR, 1), 0xcc);      /* no bzImage at 1 MiB */
+	assert_int_equal(*gp(f, DK_TEXT - 1, 1), 0xcc);
+
+	/* The same boot_params as the decompressor entry, plus KASLR_FLAG. */
+	const uint8_t *bp = gp(f, BOOT_INFO_ADDR, 4096);
+	assert_memory_equal(bp + 0x202, "HdrS", 4);
+	assert_int_equal(bp[0x210], 0xff);
+	assert_int_equal(bp[0x211], 0x83);
+	assert_int_equal(r32(bp + 0x228), BOOT_CMDLINE_ADDR);
+	assert_int_equal(r64(bp + 0x250), 0);
+	assert_int_equal(r32(bp + 0x260), 0x400000); /* init_size, from the header */
+	assert_int_equal(r32(bp + 0x248), DK_PAYLOAD);
+	assert_string_equal((const char *)gp(f, BOOT_CMDLINE_ADDR, 32), "console=ttyS0 quiet");
+	check_e820(bp + 0x2d0, bp[0x1e8], 20, 16);
+	uint32_t rd = r32(bp + 0x218);
+	assert_int_equal(rd, (RAM_SIZE - initrd_len) & ~(PAGE_SIZE - 1));
+	assert_int_equal(r32(bp + 0x21c), initrd_len);
+	assert_memory_equal(gp(f, rd, initrd_len), initrd, initrd_len);
+
+	/* 64-bit entry at the ELF's entry point. */
+	const struct cpu_state *st = &f->st;
+	assert_int_equal(st->rip, DK_ENTRY);
+	assert_int_equal(st->gpr[GPR_RSI], BOOT_INFO_ADDR);
+	assert_int_equal(st->gpr[GPR_RSP], BOOT_STACK_TOP);
+	assert_int_equal(st->cr0 & (CR0_PE | CR0_PG), CR0_PE | CR0_PG);
+	assert_int_equal(st->cr4 & CR4_PAE, CR4_PAE);
+	assert_int_equal(st->efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+	assert_int_equal(st->cr3, BOOT_PT_ADDR);
+	assert_true(st->seg[SEG_CS].l && !st->seg[SEG_CS].db);
+	assert_int_equal(st->seg[SEG_CS].selector, 0x10);
+
+	/* The initrd stays clear of every segment: under initrd_addr_max just past the data
+	 * segment, it goes below that segment. */
+	w32(img + 0x22c, (uint32_t)(DK_DATA + DK_DATA_MEM + PAGE_SIZE - 1));
+	assert_int_equal(load_dir(f, img, len, initrd, initrd_len, NULL), 0);
+	assert_int_equal(r32(bp + 0x218), DK_DATA - 2 * PAGE_SIZE);
+	assert_memory_equal(gp(f, DK_DATA, DK_DATA_FILE), elf + DK_DATA_OFF, DK_DATA_FILE);
+	w32(img + 0x22c, 0x7fffffff);
+
+	/* "nokaslr" as a whole option leaves KASLR_FLAG clear; as part of a word it does not. */
+	assert_int_equal(load_dir(f, img, len, NULL, 0, "console=ttyS0 nokaslr"), 0);
+	assert_int_equal(bp[0x211], 0x81);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, "nokaslr\tquiet"), 0);
+	assert_int_equal(bp[0x211], 0x81);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, "nokaslrx xnokaslr"), 0);
+	assert_int_equal(bp[0x211], 0x83);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+	assert_int_equal(bp[0x211], 0x83);
+
+	/* Without linux_direct the same image goes through its decompressor, KASLR_FLAG clear. */
+	assert_int_equal(load(f, img, len, NULL, 0, NULL), 0);
+	assert_int_equal(f->st.rip, BOOT_KERNEL_ADDR + 0x200);
+	assert_int_equal(bp[0x211], 0x81);
+	free(elf);
+	free(img);
+	free(initrd);
+}
+
+static void test_direct_virtual_entry(void **state)
+{
+	struct fixture *f = *state;
+	struct seg s[2];
+	dk_segs(s);
+	size_t len;
+	/* Linux's layout: p_vaddr in the kernel's mapping, p_paddr physical. */
+	uint8_t *elf = make_dk_elf(s, 2, KVIRT + DK_DATA + 0x10);
+	set_vaddr(elf, 0, KVIRT + DK_TEXT);
+	set_vaddr(elf, 1, KVIRT + DK_DATA);
+	uint8_t *img = make_direct_from_elf(elf, DK_LEN, &len);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+	assert_int_equal(f->st.rip, DK_DATA + 0x10);
+	free(img);
+
+	/* A physical entry is taken as it is, whatever the segments' virtual addresses. */
+	w64(elf + 24, DK_ENTRY);
+	img = make_direct_from_elf(elf, DK_LEN, &len);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+	assert_int_equal(f->st.rip, DK_ENTRY);
+	free(img);
+
+	/* A virtual entry no segment maps, one past the end of a segment, a physical one outside
+	 * the loaded segments. */
+	static const uint64_t bad[] = {KVIRT + 0x100000, KVIRT + DK_DATA + DK_DATA_MEM,
+				       DK_TEXT + DK_TEXT_SIZE, 0};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		w64(elf + 24, bad[i]);
+		img = make_direct_from_elf(elf, DK_LEN, &len);
+		expect_direct_reject(f, img, len, "entry point");
+		free(img);
+	}
+	free(elf);
+}
+
+static void test_direct_fallback(void **state)
+{
+	struct fixture *f = *state;
+	size_t len, plen;
+	/* A gzip payload: the decompressor entry. */
+	uint8_t gz[64] = {0x1f, 0x8b, 8};
+	uint8_t *img = make_direct_bz(gz, sizeof(gz), &len);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+	assert_int_equal(f->st.rip, BOOT_KERNEL_ADDR + 0x200);
+	assert_int_equal(*gp(f, BOOT_INFO_ADDR + 0x211, 1), 0x81);
+	assert_memory_equal(gp(f, BOOT_KERNEL_ADDR, len - 1024), img + 1024, len - 1024);
+	free(img);
+
+	/* XZ, but what it holds is not an ELF file. */
+	uint8_t raw[4096];
+	for (size_t i = 0; i < sizeof(raw); i++)
+		raw[i] = pattern(i);
+	uint8_t *payload = xz_payload(raw, sizeof(raw), &plen);
+	img = make_direct_bz(payload, plen, &len);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+	assert_int_equal(f->st.rip, BOOT_KERNEL_ADDR + 0x200);
+	free(payload);
+	free(img);
+}
+
+static void test_direct_rejects_payload(void **state)
+{
+	struct fixture *f = *state;
+	struct seg s[2];
+	dk_segs(s);
+	uint8_t *elf = make_dk_elf(s, 2, DK_ENTRY);
+	size_t plen, len;
+	uint8_t *payload = xz_payload(elf, DK_LEN, &plen);
+	uint8_t *img = make_direct_bz(payload, plen, &len), *pl = img + 1024 + DK_PAYLOAD;
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+
+	/* Corrupt compressed data (the CRC32 check catches it), corrupt block header. */
+	size_t data_at = 12 + ((size_t)pl[12] + 1) * 4 + 8; /* inside the first LZMA2 chunk */
+	pl[data_at] ^= 0x40;
+	expect_direct_reject(f, img, len, "corrupt");
+	pl[data_at] ^= 0x40;
+	pl[13] ^= 1;
+	expect_direct_reject(f, img, len, "corrupt");
+	pl[13] ^= 1;
+
+	/* Truncated: payload_length cut short at every length; each fails, none crashes. */
+	for (uint32_t l = 6; l < plen - 4; l++) {
+		w32(img + 0x24c, l);
+		assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), -1);
+		assert_non_null(strstr(f->err, "XZ stream"));
+	}
+	w32(img + 0x24c, (uint32_t)(plen / 2));
+	expect_direct_reject(f, img, len, "truncated");
+	/* Shorter than the XZ magic: not XZ at all, so the decompressor entry. */
+	w32(img + 0x24c, 5);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+	assert_int_equal(f->st.rip, BOOT_KERNEL_ADDR + 0x200);
+
+	/* payload_offset / payload_length outside the protected-mode part. */
+	size_t pm_len = len - 1024;
+	static const struct {
+		uint32_t off, len;
+	} out[] = {{0, 0}, {0xffffffff, 0x10}, {0x10, 0xfffffff8}, {0, 0xffffffff}};
+	for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
+		w32(img + 0x248, out[i].off);
+		w32(img + 0x24c, out[i].len);
+		expect_direct_reject(f, img, len, "outside");
+	}
+	w32(img + 0x248, (uint32_t)pm_len - 8);
+	w32(img + 0x24c, 9);
+	expect_direct_reject(f, img, len, "outside");
+	w32(img + 0x248, (uint32_t)pm_len - 8);
+	w32(img + 0x24c, 8); /* inside, but not XZ */
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+	free(img);
+
+	/* A stream that asks liblzma for a 1 GiB dictionary: refused by the memory limit. Patch the
+	 * LZMA2 properties in the block header (after the stream header) and fix its CRC32. */
+	uint8_t *h = payload + 12;
+	size_t hsize = ((size_t)h[0] + 1) * 4, i = 2;
+	unsigned nfilters = (h[1] & 3) + 1;
+	for (unsigned k = 0; k < (unsigned)!!(h[1] & 0x40) + !!(h[1] & 0x80); k++)
+		while (h[i++] & 0x80) /* skip the compressed/uncompressed size varints */
+			;
+	for (unsigned k = 0; k < nfilters; k++) {
+		uint8_t id = h[i++], psize = h[i++];
+		if (id == 0x21) {
+			assert_int_equal(psize, 1);
+			h[i] = 36; /* dictionary 2 << (36 / 2 + 11) = 1 GiB */
+		}
+		i += psize;
+	}
+	w32(h + hsize - 4, lzma_crc32(h, hsize - 4, 0));
+	img = make_direct_bz(payload, plen, &len);
+	expect_direct_reject(f, img, len, "MiB to decompress");
+	free(img);
+	free(payload);
+	free(elf);
+}
+
+static void test_direct_rejects_elf(void **state)
+{
+	struct fixture *f = *state;
+	struct seg s[2];
+	size_t len;
+	uint8_t *elf, *img;
+
+#define REJECT_ELF(mod, want)                                                                      \
+	do {                                                                                       \
+		dk_segs(s);                                                                        \
+		elf = make_dk_elf(s, 2, DK_ENTRY);                                                 \
+		mod;                                                                               \
+		img = make_direct_from_elf(elf, DK_LEN, &len);                                     \
+		expect_direct_reject(f, img, len, want);                                           \
+		free(img);                                                                         \
+		free(elf);                                                                         \
+	} while (0)
+
+	REJECT_ELF(elf[4] = 1, "not an x86-64 ELF");                           /* ELFCLASS32 */
+	REJECT_ELF(w16(elf + 18, 3), "not an x86-64 ELF");                     /* EM_386 */
+	REJECT_ELF(w16(elf + 16, 3), "not an executable");                     /* ET_DYN */
+	REJECT_ELF(elf[5] = 2, "little-endian");                               /* big-endian */
+	REJECT_ELF(w16(elf + 56, 0), "program headers");                       /* none */
+	REJECT_ELF(w64(elf + 32, DK_LEN - 8), "outside the file");             /* phdr table */
+	REJECT_ELF(w64(elf + 64 + 8, DK_LEN - 0x10), "outside the file");      /* p_offset */
+	REJECT_ELF(w64(elf + 64 + 8, UINT64_MAX - 0x100), "outside the file"); /* wraps */
+	REJECT_ELF(w64(elf + 64 + 32, DK_TEXT_SIZE + 1), "larger than its memory size");
+	REJECT_ELF(w64(elf + 64 + 24, 0x10000000), "outside the guest's RAM"); /* 256 MiB */
+	REJECT_ELF(w64(elf + 64 + 24, UINT64_MAX - 0xfff), "outside the guest's RAM");
+	REJECT_ELF(w64(elf + 64 + 40, UINT64_MAX), "outside the guest's RAM"); /* memsz wraps */
+	REJECT_ELF(w64(elf + 120 + 24, RAM_SIZE - 0x1000), "outside the guest's RAM"); /* bss */
+	REJECT_ELF(w64(elf + 64 + 24, 0x8000), "overlaps the loader's area");
+	REJECT_ELF((w32(elf + 64, 4), w32(elf + 120, 4)), "no loadable segment");
+#undef REJECT_ELF
+
+	/* An ELF header cut short inside the payload. */
+	dk_segs(s);
+	elf = make_dk_elf(s, 2, DK_ENTRY);
+	img = make_direct_from_elf(elf, 40, &len);
+	expect_direct_reject(f, img, len, "truncated");
+	free(img);
+	free(elf);
+}
+
+/* More than guest RAM: refused before anything is loaded. */
+static void test_direct_too_big(void **state)
+{
+	(void)state;
+	struct guest_mem small;
+	struct cpu_state st;
+	char err[256];
+	assert_int_equal(gmem_init(&small, 4 * MIB, err, sizeof(err)), 0);
+	size_t big = 4 * MIB + 1, len;
+	uint8_t *data = calloc(1, big);
+	assert_non_null(data);
+	memcpy(data, "\177ELF", 4);
+	uint8_t *img = make_direct_from_elf(data, big, &len);
+	struct boot_params_in in = {img, len, NULL, 0, NULL, 1, true};
+	cpu_state_reset(&st, true);
+	assert_int_equal(boot_load(&small, &in, &st, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "too big"));
+	assert_non_null(strstr(err, "guest's RAM"));
+	free(img);
+
+	/* Exactly RAM-sized is decompressed (and then fails as an ELF file, not for its size). */
+	img = make_direct_from_elf(data, 4 * MIB, &len);
+	in.kernel = img;
+	in.kernel_len = len;
+	assert_int_equal(boot_load(&small, &in, &st, err, sizeof(err)), -1);
+	assert_null(strstr(err, "too big"));
+	free(img);
+	free(data);
+	gmem_destroy(&small);
+}
+
+/* xz_decompress itself: the output bound, trailing bytes, a hint that lies. */
+static void test_xz_decompress(void **state)
+{
+	(void)state;
+	uint8_t data[10000], *out;
+	size_t plen, out_len;
+	char err[128];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = pattern(i * i);
+	uint8_t *xz = xz_payload(data, sizeof(data), &plen); /* 4 trailing size bytes */
+	assert_true(xz_is_xz(xz, plen));
+	assert_false(xz_is_xz(xz, 5));
+	assert_false(xz_is_xz(NULL, 0));
+	static const size_t hints[] = {0, 1, sizeof(data), sizeof(data) - 1, 1u << 30};
+	for (size_t h = 0; h < sizeof(hints) / sizeof(hints[0]); h++) {
+		assert_int_equal(xz_decompress(xz, plen, sizeof(data), hints[h], &out, &out_len,
+					       err, sizeof(err)),
+				 0);
+		assert_int_equal(out_len, sizeof(data));
+		assert_memory_equal(out, data, sizeof(data));
+		free(out);
+	}
+	assert_int_equal(
+	    xz_decompress(xz, plen, sizeof(data) - 1, 0, &out, &out_len, err, sizeof(err)),
+	    XZ_TOO_BIG);
+	assert_null(out);
+	/* Cut inside the index, with the output exactly full: truncated, not too big. */
+	for (size_t cut = 5; cut < 12; cut++) {
+		assert_int_equal(xz_decompress(xz, plen - cut, sizeof(data), sizeof(data), &out,
+					       &out_len, err, sizeof(err)),
+				 -1);
+		assert_non_null(strstr(err, "truncated"));
+	}
+	assert_int_equal(
+	    xz_decompress(data, sizeof(data), 1 << 20, 0, &out, &out_len, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not an XZ stream"));
+	assert_int_equal(xz_decompress(xz, plen, 0, 0, &out, &out_len, err, sizeof(err)), -1);
+	free(xz);
+}
+
 /* ---- PVH -------------------------------------------------------------------------------- */
 
 struct hvm_start_info {
@@ -1028,6 +1462,13 @@ int main(void)
 	    T(test_bzimage_no_initrd_no_cmdline),
 	    T(test_bzimage_initrd_limits),
 	    T(test_bzimage_rejects),
+	    T(test_direct_load),
+	    T(test_direct_virtual_entry),
+	    T(test_direct_fallback),
+	    T(test_direct_rejects_payload),
+	    T(test_direct_rejects_elf),
+	    T(test_direct_too_big),
+	    T(test_xz_decompress),
 	    T(test_pvh_load),
 	    T(test_pvh_note_forms),
 	    T(test_pvh_initrd_below_segment),

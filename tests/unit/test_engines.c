@@ -324,16 +324,10 @@ static void test_fault_without_idt(void **state)
 	assert_int_equal(f->eng->set_state(&f->vm.vcpus[0], &f->st), 0);
 	struct vm_exit ex;
 	memset(&ex, 0, sizeof(ex));
+	/* #UD finds no IDT: #GP, which finds none either: #DF, and then a triple fault. */
 	int rc = f->eng->vcpu_run(&f->vm.vcpus[0], &ex);
-	if (f->eng == &kvm_engine) {
-		assert_int_equal(rc, 0);
-		assert_int_equal(ex.reason, VMEXIT_SHUTDOWN);
-	} else {
-		assert_int_equal(rc, -1);
-		assert_int_equal(ex.reason, VMEXIT_FAIL);
-		assert_non_null(strstr(ex.fail.msg, "exception 6"));
-		assert_int_equal(ex.rip, CODE);
-	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(ex.reason, VMEXIT_SHUTDOWN);
 }
 
 static void *kicker(void *arg)
@@ -368,10 +362,9 @@ static void test_interrupt_lines(void **state)
 {
 	struct fixture *f = *state;
 	NEED_ENGINE(f);
-	int want = f->eng == &kvm_engine ? 0 : -1;
-	assert_int_equal(f->eng->irq_line(&f->vm, 4, 1), want);
-	assert_int_equal(f->eng->irq_line(&f->vm, 4, 0), want);
-	assert_int_equal(f->eng->msi(&f->vm, 0xfee00000, 0x30), want);
+	assert_int_equal(f->eng->irq_line(&f->vm, 4, 1), 0);
+	assert_int_equal(f->eng->irq_line(&f->vm, 4, 0), 0);
+	assert_int_equal(f->eng->msi(&f->vm, 0xfee00000, 0x30), 0);
 }
 
 static void test_engine_select(void **state)
@@ -379,9 +372,7 @@ static void test_engine_select(void **state)
 	(void)state;
 	char err[256];
 	assert_ptr_equal(engine_select(ENGINE_KVM, err, sizeof(err)), &kvm_engine);
-	/* The soft engine runs user-level code only so far: ferry run does not offer it yet. */
-	assert_null(engine_select(ENGINE_SOFT, err, sizeof(err)));
-	assert_non_null(strstr(err, "soft engine"));
+	assert_ptr_equal(engine_select(ENGINE_SOFT, err, sizeof(err)), &soft_engine);
 }
 
 #define ENGINE_TESTS                                                                               \

@@ -26,6 +26,10 @@ struct boot_params_in {
 	size_t initrd_len;
 	const char *cmdline; /* may be NULL */
 	unsigned ncpus;
+	/* bzImage only: decompress an XZ payload on the host and enter the ELF kernel inside it
+	 * directly (at its link address: no physical KASLR), instead of through the kernel's own
+	 * decompressor. A payload that is not XZ or not ELF falls back to the decompressor. */
+	bool linux_direct;
 };
 
 /* Which protocol a kernel image speaks, from its headers alone. */
@@ -69,6 +73,11 @@ int x86_setup_long64(struct guest_mem *mem, struct cpu_state *st, uint64_t pt_gp
  * I/O APIC without ACPI. */
 int mptable_write(struct guest_mem *mem, unsigned ncpus, char *err, size_t err_len);
 
+/* ACPI tables (RSDP, RSDT/XSDT, FADT, FACS, DSDT with \_S5, MADT) at ACPI_TABLES_ADDR
+ * (arch/x86/acpi.h), describing ncpus processors and the power-management registers of
+ * dev/acpi_pm.c. Returns 0, or -1 with one line in err. */
+int acpi_write_tables(struct guest_mem *mem, unsigned ncpus, char *err, size_t err_len);
+
 /* Fixed guest-physical addresses used by the loaders (all below 1 MiB, inside RAM). */
 #define BOOT_GDT_ADDR     0x500
 #define BOOT_INFO_ADDR    0x7000 /* boot_params / hvm_start_info / multiboot_info */
@@ -78,6 +87,10 @@ int mptable_write(struct guest_mem *mem, unsigned ncpus, char *err, size_t err_l
 #define BOOT_CMDLINE_MAX  0x10000
 #define BOOT_MPTABLE_ADDR 0xf0000
 #define BOOT_KERNEL_ADDR  0x100000
+
+/* The most a bzImage payload may decompress to when the loader unpacks it (linux_direct);
+ * guest RAM bounds it too. */
+#define BOOT_DIRECT_MAX (512ull << 20)
 
 /* ---- Helpers the loaders share (boot.c, x86setup.c); not for callers outside the loaders. */
 

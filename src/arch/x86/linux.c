@@ -1,9 +1,21 @@
 /* Linux x86 boot protocol (Documentation/arch/x86/boot.rst), 64-bit entry: the protected-mode
  * kernel goes to 1 MiB and is entered at +0x200 in long mode with RSI pointing at boot_params.
- * The real-mode setup code is never run, so only its header is used. */
+ * The real-mode setup code is never run, so only its header is used.
+ *
+ * Direct mode (linux_direct): the payload the kernel's decompressor would unpack (an XZ-compressed
+ * vmlinux ELF) is decompressed here, its segments are copied to their physical link addresses and
+ * the ELF entry (startup_64) is entered in the same long-mode state with the same boot_params.
+ * This skips running the decompressor, which is slow on an emulated CPU. The decompressor is
+ * where the kernel picks its random physical and virtual base (KASLR), so a kernel loaded this
+ * way runs at its link address; KASLR_FLAG is still passed (unless "nokaslr"), as the
+ * decompressor does, so the kernel still randomizes its memory regions (direct map, vmalloc,
+ * vmemmap) and module addresses. */
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "arch/x86/boot.h"
+#include "arch/x86/xz.h"
 #include "util/log.h"
 
 /* Setup header fields: offsets in the file and in boot_params alike. */
@@ -22,6 +34,8 @@
 #define HDR_RELOCATABLE      0x234
 #define HDR_XLOADFLAGS       0x236
 #define HDR_CMDLINE_SIZE     0x238
+#define HDR_PAYLOAD_OFFSET   0x248 /* from the protected-mode code start */
+#define HDR_PAYLOAD_LENGTH   0x24c
 #define HDR_SETUP_DATA       0x250
 #define HDR_PREF_ADDRESS     0x258
 #define HDR_INIT_SIZE        0x260
@@ -37,12 +51,27 @@
 
 #define MIN_VERSION           0x020c
 #define LOADED_HIGH           0x01
+#define KASLR_FLAG            0x02 /* loadflags bit 1: set by the decompressor when KASLR is on */
 #define CAN_USE_HEAP          0x80
 #define XLF_KERNEL_64         0x01
 #define TYPE_UNDEFINED_LOADER 0xff
 /* End of the setup heap, as an offset from the setup code minus 0x200; the setup code never
  * runs with the 64-bit entry, but the protocol asks for a consistent value with CAN_USE_HEAP. */
 #define HEAP_END_PTR 0xde00
+
+/* ELF fields the shared ELF helpers do not read. */
+#define ELF_CLASS        4
+#define ELF_MACHINE      18
+#define ELF_PHDR64_VADDR 16
+#define ELFCLASS64       2
+#define EM_X86_64        62
+#define ELF64_EHDR_SIZE  64
+/* Start of the kernel's virtual mapping of itself (__START_KERNEL_map): an entry address above
+ * it is virtual. */
+#define KERNEL_VIRT_BASE 0xffffffff80000000ull
+
+/* load_direct's "enter through the decompressor instead" result. */
+#define DIRECT_FALLBACK 1
 
 struct bzimage {
 	const uint8_t *img;
@@ -171,11 +200,192 @@ static void build_boot_params(const struct guest_mem *mem, const struct bzimage 
 	memcpy(bp + BP_E820_TABLE, map, n * sizeof(map[0]));
 }
 
+/* Writes boot_params and starts the boot processor at rip in 64-bit mode, RSI = boot_params. */
+static int enter_long64(struct guest_mem *mem, const uint8_t *bp, uint64_t rip,
+			struct cpu_state *bsp, char *err, size_t err_len)
+{
+	if (gmem_write(mem, BOOT_INFO_ADDR, bp, BP_SIZE) < 0 ||
+	    x86_setup_long64(mem, bsp, BOOT_PT_ADDR, BOOT_GDT_ADDR) < 0)
+		return set_err(err, err_len, "guest RAM too small for the boot structures");
+	bsp->rip = rip;
+	bsp->gpr[GPR_RSI] = BOOT_INFO_ADDR;
+	bsp->gpr[GPR_RSP] = BOOT_STACK_TOP;
+	return 0;
+}
+
+/* ---- direct mode ------------------------------------------------------------------------ */
+
+/* Names the compression of a payload that is not XZ, for the fallback message. */
+static const char *payload_kind(const uint8_t *p, size_t len)
+{
+	static const struct {
+		uint8_t magic[4];
+		size_t len;
+		const char *name;
+	} kinds[] = {
+	    {{0x1f, 0x8b}, 2, "gzip"},
+	    {{'B', 'Z', 'h'}, 3, "bzip2"},
+	    {{0x5d, 0x00, 0x00}, 3, "LZMA"},
+	    {{0x89, 'L', 'Z', 'O'}, 4, "LZO"},
+	    {{0x02, 0x21, 0x4c, 0x18}, 4, "LZ4"},
+	    {{0x28, 0xb5, 0x2f, 0xfd}, 4, "zstd"},
+	};
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (len >= kinds[i].len && !memcmp(p, kinds[i].magic, kinds[i].len))
+			return kinds[i].name;
+	return "of an unknown format";
+}
+
+/* Decompresses the setup header's payload into a malloc'd *elf, or returns DIRECT_FALLBACK
+ * when it is not XZ. */
+static int unpack_payload(const struct guest_mem *mem, const struct bzimage *bz, uint8_t **elf,
+			  size_t *elf_len, char *err, size_t err_len)
+{
+	uint32_t off = boot_rd32(bz->img + HDR_PAYLOAD_OFFSET);
+	uint32_t len = boot_rd32(bz->img + HDR_PAYLOAD_LENGTH);
+	if (len == 0 || (uint64_t)off + len > bz->pm_len)
+		return set_err(
+		    err, err_len,
+		    "kernel payload (offset 0x%x, 0x%x bytes) lies outside the 0x%zx bytes "
+		    "of protected-mode code",
+		    off, len, bz->pm_len);
+	const uint8_t *payload = bz->img + bz->pm_off + off;
+	if (!xz_is_xz(payload, len)) {
+		log_info("kernel payload is %s, not XZ: entering through the kernel's decompressor",
+			 payload_kind(payload, len));
+		return DIRECT_FALLBACK;
+	}
+	/* Linux appends the decompressed size; it only sizes the first buffer. */
+	size_t hint = boot_rd32(payload + len - 4);
+	size_t max = mem->size < BOOT_DIRECT_MAX ? (size_t)mem->size : (size_t)BOOT_DIRECT_MAX;
+	struct timespec t0, t1;
+	char msg[160];
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int rc = xz_decompress(payload, len, max, hint, elf, elf_len, msg, sizeof(msg));
+	if (rc == XZ_TOO_BIG)
+		return set_err(
+		    err, err_len, "kernel is too big: it decompresses to more than %zu MiB (%s)",
+		    max >> 20, max < BOOT_DIRECT_MAX ? "the guest's RAM" : "ferry's limit");
+	if (rc < 0)
+		return set_err(err, err_len, "kernel payload: %s", msg);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	log_info("kernel payload: %u XZ bytes decompressed to %zu in %lld ms", len, *elf_len,
+		 (long long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+	return 0;
+}
+
+/* The entry's physical address: e_entry is physical in vmlinux (phys_startup_64); a virtual one
+ * is translated through the PT_LOAD that maps it. */
+static int elf_entry(const struct boot_elf *e, const struct boot_range *loaded, unsigned nloaded,
+		     uint64_t *entry, char *err, size_t err_len)
+{
+	uint64_t ent = e->entry;
+	if (ent >= KERNEL_VIRT_BASE) {
+		unsigned i;
+		for (i = 0; i < e->phnum; i++) {
+			struct boot_elf_phdr ph;
+			boot_elf_phdr(e, i, &ph);
+			uint64_t vaddr = boot_rd64(e->img + e->phoff + (uint64_t)i * e->phentsize +
+						   ELF_PHDR64_VADDR);
+			if (ph.type == BOOT_PT_LOAD && ent >= vaddr && ent - vaddr < ph.memsz) {
+				ent = ph.paddr + (ent - vaddr);
+				break;
+			}
+		}
+		if (i == e->phnum)
+			return set_err(err, err_len,
+				       "virtual entry point 0x%llx is in no loadable segment",
+				       (unsigned long long)e->entry);
+	}
+	if (!boot_in_ranges(ent, loaded, nloaded))
+		return set_err(err, err_len, "entry point 0x%llx is not in a loaded segment",
+			       (unsigned long long)ent);
+	*entry = ent;
+	return 0;
+}
+
+/* Checks that elf is an x86-64 executable and copies its PT_LOAD segments to their p_paddr. */
+static int load_elf_kernel(struct guest_mem *mem, const uint8_t *elf, size_t len,
+			   struct boot_range *loaded, unsigned *nloaded, uint64_t *entry, char *err,
+			   size_t err_len)
+{
+	if (len < ELF64_EHDR_SIZE)
+		return set_err(err, err_len, "decompressed kernel: ELF header is truncated");
+	if (elf[ELF_CLASS] != ELFCLASS64 || boot_rd16(elf + ELF_MACHINE) != EM_X86_64)
+		return set_err(err, err_len,
+			       "decompressed kernel is not an x86-64 ELF (class %u, machine %u)",
+			       elf[ELF_CLASS], boot_rd16(elf + ELF_MACHINE));
+	struct boot_elf e;
+	char msg[200];
+	if (boot_elf_open(&e, elf, len, msg, sizeof(msg)) < 0 ||
+	    boot_elf_load(mem, &e, loaded, nloaded, msg, sizeof(msg)) < 0 ||
+	    elf_entry(&e, loaded, *nloaded, entry, msg, sizeof(msg)) < 0)
+		return set_err(err, err_len, "decompressed kernel: %s", msg);
+	return 0;
+}
+
+/* True when the command line holds word as a whole option. */
+static bool cmdline_has(const char *cmdline, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = cmdline; p && *p;) {
+		p += strspn(p, " \t\n");
+		size_t len = strcspn(p, " \t\n");
+		if (len == n && !memcmp(p, word, n))
+			return true;
+		p += len;
+	}
+	return false;
+}
+
+/* Returns 0, -1 with err, or DIRECT_FALLBACK when the payload is not an XZ-compressed ELF (then
+ * guest RAM is untouched). */
+static int load_direct(struct guest_mem *mem, const struct boot_params_in *in,
+		       const struct bzimage *bz, struct cpu_state *bsp, char *err, size_t err_len)
+{
+	uint8_t *elf = NULL;
+	size_t elf_len = 0;
+	int rc = unpack_payload(mem, bz, &elf, &elf_len, err, err_len);
+	if (rc != 0)
+		return rc;
+	if (!boot_is_elf(elf, elf_len)) {
+		log_info("kernel payload is not an ELF file: entering through the kernel's "
+			 "decompressor");
+		free(elf);
+		return DIRECT_FALLBACK;
+	}
+	struct boot_range loaded[BOOT_ELF_MAX_LOADS];
+	unsigned nloaded = 0;
+	uint64_t entry = 0, initrd_addr;
+	rc = load_elf_kernel(mem, elf, elf_len, loaded, &nloaded, &entry, err, err_len);
+	free(elf);
+	if (rc < 0 || boot_write_cmdline(mem, in->cmdline, bz->cmdline_size, err, err_len) < 0)
+		return -1;
+	uint64_t limit = bz->initrd_limit < MEM_4G ? bz->initrd_limit : MEM_4G;
+	if (boot_place_initrd(mem, in, limit, loaded, nloaded, &initrd_addr, err, err_len) < 0)
+		return -1;
+	uint8_t bp[BP_SIZE];
+	build_boot_params(mem, bz, initrd_addr, initrd_addr ? in->initrd_len : 0, bp);
+	/* What the decompressor reports to the kernel when it did not see "nokaslr". */
+	if (!cmdline_has(in->cmdline, "nokaslr"))
+		bp[HDR_LOADFLAGS] |= KASLR_FLAG;
+	return enter_long64(mem, bp, entry, bsp, err, err_len);
+}
+
+/* ---- loader ----------------------------------------------------------------------------- */
+
 int boot_load_bzimage(struct guest_mem *mem, const struct boot_params_in *in, struct cpu_state *bsp,
 		      char *err, size_t err_len)
 {
 	struct bzimage bz = {0};
-	if (parse_header(in, &bz, err, err_len) < 0 || kernel_extent(mem, &bz, err, err_len) < 0)
+	if (parse_header(in, &bz, err, err_len) < 0)
+		return -1;
+	if (in->linux_direct) {
+		int rc = load_direct(mem, in, &bz, bsp, err, err_len);
+		if (rc != DIRECT_FALLBACK)
+			return rc;
+	}
+	if (kernel_extent(mem, &bz, err, err_len) < 0)
 		return -1;
 	if (boot_write_cmdline(mem, in->cmdline, bz.cmdline_size, err, err_len) < 0)
 		return -1;
@@ -187,11 +397,5 @@ int boot_load_bzimage(struct guest_mem *mem, const struct boot_params_in *in, st
 		return set_err(err, err_len, "kernel does not fit in guest RAM");
 	uint8_t bp[BP_SIZE];
 	build_boot_params(mem, &bz, initrd_addr, initrd_addr ? in->initrd_len : 0, bp);
-	if (gmem_write(mem, BOOT_INFO_ADDR, bp, BP_SIZE) < 0 ||
-	    x86_setup_long64(mem, bsp, BOOT_PT_ADDR, BOOT_GDT_ADDR) < 0)
-		return set_err(err, err_len, "guest RAM too small for the boot structures");
-	bsp->rip = BOOT_KERNEL_ADDR + 0x200;
-	bsp->gpr[GPR_RSI] = BOOT_INFO_ADDR;
-	bsp->gpr[GPR_RSP] = BOOT_STACK_TOP;
-	return 0;
+	return enter_long64(mem, bp, BOOT_KERNEL_ADDR + 0x200, bsp, err, err_len);
 }

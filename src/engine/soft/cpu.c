@@ -4,9 +4,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/soft/cache.h"
 #include "util/log.h"
+
+uint64_t soft_host_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* ---- leaving the loop -------------------------------------------------------------------- */
 
@@ -21,8 +29,9 @@ void soft_fault(struct soft_cpu *c, int vector, uint32_t error)
 	c->rip = c->insn_start;
 	c->exc_vector = vector;
 	c->exc_error = error;
-	/* Delivery through the IDT belongs to system mode (part 2 of the soft engine); until
-	 * then every fault returns to the caller, which is what ferry-user and the tests want. */
+	c->exc_kind = EV_FAULT;
+	/* User mode returns it to the caller; system mode delivers it through the IDT when the
+	 * run loop catches it (soft_cpu_run). */
 	soft_exit(c, SOFT_EXIT_EXCEPTION);
 }
 
@@ -30,7 +39,8 @@ void soft_page_fault(struct soft_cpu *c, uint64_t addr, uint32_t error)
 {
 	c->exc_addr = addr;
 	c->cr2 = addr;
-	soft_stats.page_faults++;
+	if (c->user_mode)
+		soft_stats.page_faults++; /* system mode counts those it delivers */
 	soft_fault(c, EXC_PF, error);
 }
 
@@ -159,6 +169,8 @@ static inline struct block *find_block(struct soft_cpu *c)
 /* Between blocks: the rare things. Returns false when the run must stop. */
 static bool between_blocks(struct soft_cpu *c)
 {
+	if (c->intr_request | c->nmi_request)
+		soft_check_interrupts(c);
 	if (c->exit_request) {
 		c->exit_request = 0;
 		c->exit = SOFT_EXIT_STOP;
@@ -178,10 +190,12 @@ __attribute__((noinline)) static void run_blocks(struct soft_cpu *c)
 {
 	struct soft_cache *cache = c->cache;
 	for (;;) {
-		if (unlikely(c->exit_request | (cache->dead != NULL) | (c->icount_limit != 0)) &&
+		if (unlikely(c->exit_request | (cache->dead != NULL) | (c->icount_limit != 0) |
+			     c->intr_request | c->nmi_request) &&
 		    !between_blocks(c))
 			return;
-		c->cur_block = NULL; /* a fault while finding the block belongs to no block */
+		c->intr_shadow = false; /* the instruction after sti runs before any interrupt */
+		c->cur_block = NULL;    /* a fault while finding the block belongs to no block */
 		const struct block *b = find_block(c);
 		uint64_t va = c->rip, epoch = c->epoch;
 		const struct insn *end = b->insns + b->n;
@@ -207,7 +221,7 @@ __attribute__((noinline)) static void run_blocks(struct soft_cpu *c)
 			if (unlikely(in != end))
 				c->icount -= (uint64_t)(end - in);
 		} while (c->rip == va && !c->stop_block && c->epoch == epoch &&
-			 !(c->exit_request | c->icount_limit));
+			 !(c->exit_request | c->icount_limit | c->intr_request | c->nmi_request));
 	}
 }
 
@@ -226,6 +240,12 @@ enum soft_exit soft_cpu_run(struct soft_cpu *c)
 		if (c->exit != SOFT_EXIT_EXCEPTION && c->exit != SOFT_EXIT_FAIL)
 			c->icount++;
 		c->cur_block = NULL;
+		if (c->sv_access)
+			soft_sv_end(c);
+		/* System mode: the exception goes to the guest's handler and the run goes on
+		 * (a fault while delivering it comes back here, to the double-fault rules). */
+		if (c->exit == SOFT_EXIT_EXCEPTION && !c->user_mode && soft_deliver_exception(c))
+			run_blocks(c);
 	} else {
 		run_blocks(c);
 	}
@@ -263,8 +283,11 @@ struct soft_cpu *soft_cpu_create(const struct soft_mem_ops *mem, bool user_mode)
 	c->mem = *mem;
 	c->user_mode = user_mode;
 	soft_tlb_flush(c);
-	for (unsigned i = 0; i < JC_SIZE; i++)
-		c->jc[i].va = ~0ull;
+	for (unsigned t = 0; t < 2; t++)
+		for (unsigned i = 0; i < JC_SIZE; i++)
+			c->jcs[t][i].va = ~0ull;
+	c->event_vector = -1;
+	soft_cpl_changed(c);
 	c->mxcsr = 0x1f80;
 	x87_reset(&c->fpu);
 	if (user_mode) {
@@ -291,6 +314,7 @@ struct soft_cpu *soft_cpu_create(const struct soft_mem_ops *mem, bool user_mode)
 		c->cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
 		c->efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
 		c->rflags = RFLAGS_FIXED | RFLAGS_IF;
+		soft_cpl_changed(c);
 	} else {
 		struct cpu_state *st = malloc(sizeof(*st));
 		if (!st) {
@@ -327,6 +351,8 @@ static const struct {
     {MSR_IA32_SYSENTER_CS, offsetof(struct soft_cpu, sysenter_cs)},
     {MSR_IA32_SYSENTER_ESP, offsetof(struct soft_cpu, sysenter_esp)},
     {MSR_IA32_SYSENTER_EIP, offsetof(struct soft_cpu, sysenter_eip)},
+    {0x4b564d00, offsetof(struct soft_cpu, kvm_wall_clock)},
+    {0x4b564d01, offsetof(struct soft_cpu, kvm_system_time)},
 };
 
 void soft_cpu_get_state(struct soft_cpu *c, struct cpu_state *st)
@@ -355,7 +381,7 @@ void soft_cpu_get_state(struct soft_cpu *c, struct cpu_state *st)
 	for (size_t i = 0; i < sizeof(msr_fields) / sizeof(msr_fields[0]); i++)
 		cpu_state_set_msr(st, msr_fields[i].index,
 				  *(const uint64_t *)((const uint8_t *)c + msr_fields[i].off));
-	uint64_t tsc = __builtin_ia32_rdtsc() + c->tsc_offset;
+	uint64_t tsc = soft_tsc(c);
 	cpu_state_set_msr(st, MSR_IA32_TSC, tsc);
 	st->mp_state = MP_RUNNABLE;
 }
@@ -384,11 +410,14 @@ void soft_cpu_set_state(struct soft_cpu *c, const struct cpu_state *st)
 	for (uint32_t i = 0; i < st->nmsrs && i < CPU_STATE_MAX_MSRS; i++) {
 		uint32_t idx = st->msrs[i].index;
 		if (idx == MSR_IA32_TSC)
-			c->tsc_offset = st->msrs[i].value - __builtin_ia32_rdtsc();
+			c->tsc_offset = st->msrs[i].value - soft_host_ns();
 		for (size_t k = 0; k < sizeof(msr_fields) / sizeof(msr_fields[0]); k++)
 			if (msr_fields[k].index == idx)
 				*(uint64_t *)((uint8_t *)c + msr_fields[k].off) = st->msrs[i].value;
 	}
 	/* Translations and decoded code may depend on any of this. */
+	c->event_vector = -1;
+	c->sv_access = false;
+	soft_cpl_changed(c);
 	soft_tlb_flush(c);
 }

@@ -49,6 +49,8 @@ void soft_decode_init(void)
 	soft_register_x87();
 	soft_register_io();
 	soft_register_system();
+	soft_register_segment();
+	soft_register_interrupt();
 }
 
 const char *soft_mnemonic_name(unsigned mnemonic)

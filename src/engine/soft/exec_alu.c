@@ -516,8 +516,8 @@ static void h_mov_from_seg(struct soft_cpu *c, const struct insn *in)
 }
 
 /* Loads segment register seg with selector sel (mov Sreg, r/m and pop Sreg). Real mode only
- * needs the base. Protected mode needs descriptor tables, which this engine does not read
- * yet; what it does handle are the loads user programs make that need no descriptor: in
+ * needs the base; protected mode reads the descriptor (segment.c). ferry-user has no
+ * descriptor tables: there only the loads user programs make that need no descriptor work: in
  * 64-bit mode, reloading DS, ES or SS with the selector they hold, or a null selector into DS
  * or ES (their bases and limits are unused in 64-bit mode). */
 static void load_seg(struct soft_cpu *c, const struct insn *in, unsigned seg, uint16_t sel)
@@ -526,6 +526,10 @@ static void load_seg(struct soft_cpu *c, const struct insn *in, unsigned seg, ui
 	if (!(c->cr0 & CR0_PE)) {
 		s->selector = sel;
 		s->base = (uint64_t)sel << 4;
+		return;
+	}
+	if (!c->user_mode) {
+		soft_load_seg(c, seg, sel);
 		return;
 	}
 	if (mode64(c) && (seg == SEG_DS || seg == SEG_ES || seg == SEG_SS)) {

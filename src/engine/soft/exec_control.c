@@ -71,13 +71,14 @@ static void push_sized(struct soft_cpu *c, uint64_t v, unsigned size)
 /* A trap-class exception (int3, int n, into, int1): it is reported after the instruction, so
  * RIP stays past it, unlike soft_fault which rewinds to the instruction. The run loop does not
  * count an instruction that left with SOFT_EXIT_EXCEPTION as retired, but a trap's instruction
- * did retire: count it here. In system mode delivery through the IDT (with the gate's DPL check
- * for int n) belongs to the part of the engine that delivers exceptions; until it exists every
- * exception is reported to the caller, and so is this one. */
-static __attribute__((noreturn)) void trap_exit(struct soft_cpu *c, int vector)
+ * did retire: count it here. In system mode the run loop delivers it through the IDT, checking
+ * the gate's DPL for the software interrupts (kind EV_SOFT). */
+static __attribute__((noreturn)) void trap_exit(struct soft_cpu *c, int vector,
+						enum soft_event_kind kind)
 {
 	c->exc_vector = vector;
 	c->exc_error = 0;
+	c->exc_kind = kind;
 	c->icount++;
 	soft_exit(c, SOFT_EXIT_EXCEPTION);
 }
@@ -85,13 +86,13 @@ static __attribute__((noreturn)) void trap_exit(struct soft_cpu *c, int vector)
 static void h_int3(struct soft_cpu *c, const struct insn *in)
 {
 	(void)in;
-	trap_exit(c, EXC_BP);
+	trap_exit(c, EXC_BP, EV_SOFT);
 }
 
 static void h_int1(struct soft_cpu *c, const struct insn *in)
 {
 	(void)in;
-	trap_exit(c, EXC_DB);
+	trap_exit(c, EXC_DB, EV_FAULT);
 }
 
 /* int n. In user mode the gates are Linux's: only int3 (3), into's overflow (4) and the 32-bit
@@ -104,7 +105,7 @@ static void h_int(struct soft_cpu *c, const struct insn *in)
 	unsigned v = (unsigned)(in->imm & 0xff);
 	if (c->user_mode && v != EXC_BP && v != EXC_OF && v != 0x80)
 		soft_fault(c, EXC_GP, v * 8 + 2);
-	trap_exit(c, (int)v);
+	trap_exit(c, (int)v, EV_SOFT);
 }
 
 /* into exists outside 64-bit mode only (there it does not decode: #UD). */
@@ -112,7 +113,7 @@ static void h_into(struct soft_cpu *c, const struct insn *in)
 {
 	(void)in;
 	if (soft_flags(c) & FL_OF)
-		trap_exit(c, EXC_OF);
+		trap_exit(c, EXC_OF, EV_SOFT);
 }
 
 /* ud0, ud1, ud2: defined to raise #UD, so not "unimplemented" (no log). */
@@ -210,10 +211,44 @@ static inline bool far_operand(const struct insn *in)
 	return in->op[0].size == in->osize + 2;
 }
 
+/* jmp far: ptr16:16/32 (outside 64-bit mode) or m16:16/32/64. The offset comes first in
+ * memory, the selector after it. */
+static void far_pointer(struct soft_cpu *c, const struct insn *in, uint16_t *sel, uint64_t *off)
+{
+	if (in->op[0].kind == OPK_MEM) {
+		uint64_t a = insn_addr(c, in);
+		*off = soft_load(c, a, in->osize);
+		*sel = (uint16_t)soft_load(c, a + in->osize, 2);
+	} else {
+		*off = in->imm;
+		*sel = (uint16_t)in->imm2;
+	}
+}
+
+static void h_jmp_far(struct soft_cpu *c, const struct insn *in)
+{
+	uint16_t sel;
+	uint64_t off;
+	if (c->user_mode)
+		soft_unimplemented(c, in); /* no descriptor tables in ferry-user */
+	far_pointer(c, in, &sel, &off);
+	soft_far_jump(c, sel, off, in->osize);
+}
+
+static void h_call_far(struct soft_cpu *c, const struct insn *in)
+{
+	uint16_t sel;
+	uint64_t off;
+	if (c->user_mode)
+		soft_unimplemented(c, in);
+	far_pointer(c, in, &sel, &off);
+	soft_far_call(c, sel, off, in->osize);
+}
+
 static insn_fn sel_jmp(const struct insn *in)
 {
 	if (far_operand(in))
-		return NULL; /* far jumps: not yet */
+		return h_jmp_far;
 	switch (in->op[0].kind) {
 	case OPK_IMM:
 		return in->osize == 8 ? h_jmp_rel : h_jmp_rel_narrow;
@@ -291,7 +326,7 @@ static void h_call_narrow(struct soft_cpu *c, const struct insn *in)
 static insn_fn sel_call(const struct insn *in)
 {
 	if (far_operand(in))
-		return NULL; /* far calls: not yet */
+		return h_call_far;
 	if (in->osize != 8)
 		return h_call_narrow;
 	switch (in->op[0].kind) {
@@ -352,8 +387,12 @@ static void h_ret_any(struct soft_cpu *c, const struct insn *in)
 	uint8_t b[16];
 	insn_bytes(c, in, b);
 	uint8_t op = b[in->len - 1 - (in->nops ? 2 : 0)];
-	if (op == 0xcb || op == 0xca)
-		soft_unimplemented(c, in); /* far return: not yet */
+	if (op == 0xcb || op == 0xca) {
+		if (c->user_mode)
+			soft_unimplemented(c, in); /* no descriptor tables in ferry-user */
+		soft_far_ret(c, in->osize, (uint16_t)(in->nops ? in->imm & 0xffff : 0));
+		return;
+	}
 	unsigned os = in->osize, sw = stack_width(c);
 	uint64_t sp = gpr_read(c, RSP_REF, sw);
 	uint64_t t = soft_load(c, sp, os);
@@ -516,14 +555,6 @@ static insn_fn sel_leave(const struct insn *in)
 
 /* ---- the rest ----------------------------------------------------------------------------- */
 
-static void h_syscall(struct soft_cpu *c, const struct insn *in)
-{
-	(void)in;
-	if (c->user_mode)
-		soft_exit(c, SOFT_EXIT_SYSCALL);
-	soft_fail(c, "syscall in system mode is not implemented yet");
-}
-
 /* Also the hint NOPs (0F 18..0F 1F forms Zydis calls nop): they never touch their operand. */
 static void h_hlt(struct soft_cpu *c, const struct insn *in)
 {
@@ -561,6 +592,5 @@ void soft_register_control(void)
 	soft_register_fn(ZYDIS_MNEMONIC_UD0, h_ud);
 	soft_register_fn(ZYDIS_MNEMONIC_UD1, h_ud);
 	soft_register_fn(ZYDIS_MNEMONIC_UD2, h_ud);
-	soft_register_fn(ZYDIS_MNEMONIC_SYSCALL, h_syscall);
 	soft_register_fn(ZYDIS_MNEMONIC_HLT, h_hlt);
 }

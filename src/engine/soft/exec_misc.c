@@ -24,12 +24,12 @@ static void h_cpuid(struct soft_cpu *c, const struct insn *in)
 	c->gpr[GPR_RDX] = out[3];
 }
 
-/* The guest's TSC: the host's plus an offset. CR4.TSD restricts it to CPL 0. */
+/* The guest's TSC (soft.h: a fixed 1 GHz). CR4.TSD restricts it to CPL 0. */
 static uint64_t read_tsc(struct soft_cpu *c)
 {
 	if ((c->cr4 & CR4_TSD) && c->seg[SEG_CS].dpl != 0)
 		soft_fault(c, EXC_GP, 0);
-	return __builtin_ia32_rdtsc() + c->tsc_offset;
+	return soft_tsc(c);
 }
 
 static void h_rdtsc(struct soft_cpu *c, const struct insn *in)

@@ -3,6 +3,8 @@
  * what the SDM says, or fail closed where the soft engine does not model it yet (loading LDT
  * and TR, 32-bit paging modes). */
 #include <Zydis/Zydis.h>
+#include <string.h>
+#include <time.h>
 
 #include "engine/soft/exec_alu.h"
 #include "engine/soft/soft.h"
@@ -20,13 +22,97 @@ static void need_cpl0(struct soft_cpu *c)
 
 /* ---- MSRs ------------------------------------------------------------------------------- */
 
-#define EFER_WRITABLE (EFER_SCE | EFER_LME | EFER_NXE)
+#define EFER_WRITABLE           (EFER_SCE | EFER_LME | EFER_NXE)
+
+#define MSR_IA32_UCODE_REV      0x8b
+#define MSR_ARCH_CAPABILITIES   0x10a
+#define MSR_KVM_WALL_CLOCK_NEW  0x4b564d00
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
+/* ARCH_CAPABILITIES: the soft CPU does not speculate, so it is not vulnerable to the
+ * speculative-execution and data-sampling attacks these bits deny (RDCL_NO spares the guest
+ * the page-table-isolation CR3 switch on every kernel entry). */
+#define ARCH_CAPS                                                                                  \
+	((1ull << 0) | (1ull << 3) | (1ull << 4) | (1ull << 5) | (1ull << 6) | (1ull << 8) |       \
+	 (1ull << 13) | (1ull << 14) | (1ull << 15) | (1ull << 20) | (1ull << 26) | (1ull << 27))
+
+/* ---- kvmclock (the paravirtual clock, Linux's Documentation/virt/kvm/x86/msr.rst) -------- */
+
+/* Guest RAM at gpa for n bytes within one page, or NULL. */
+static uint8_t *guest_phys(struct soft_cpu *c, uint64_t gpa, unsigned n)
+{
+	if ((gpa & 0xfff) + n > 0x1000)
+		return NULL;
+	bool writable = false;
+	uint8_t *p = c->mem.page_ptr(c->mem.opaque, gpa & ~0xfffull, ACC_WRITE, &writable);
+	return p && writable ? p + (gpa & 0xfff) : NULL;
+}
+
+/* The guest's system time is its TSC in nanoseconds (the TSC runs at 1 GHz): one record,
+ * written when the guest enables it, stays valid because the TSC rate never changes. */
+static bool kvmclock_system_time(struct soft_cpu *c, uint64_t v)
+{
+	c->kvm_system_time = v;
+	if (!(v & 1))
+		return true;
+	uint8_t *p = guest_phys(c, v & ~1ull, 32);
+	if (!p)
+		return false;
+	uint64_t tsc = soft_tsc(c);
+	uint32_t version = le_get32(p);
+	version = (version | 1) + 1; /* even: the record is consistent */
+	memset(p + 4, 0, 28);
+	le_put64(p + 8, tsc);          /* tsc_timestamp */
+	le_put64(p + 16, tsc);         /* system_time (ns) */
+	le_put32(p + 24, 0x80000000u); /* tsc_to_system_mul: ns = ((tsc << 1) * mul) >> 32 */
+	p[28] = 1;                     /* tsc_shift */
+	p[29] = 1;                     /* flags: PVCLOCK_TSC_STABLE_BIT */
+	__atomic_store_n((uint32_t *)(void *)p, version, __ATOMIC_RELEASE);
+	return true;
+}
+
+static bool kvmclock_wall_clock(struct soft_cpu *c, uint64_t gpa)
+{
+	c->kvm_wall_clock = gpa;
+	uint8_t *p = guest_phys(c, gpa, 12);
+	if (!p)
+		return false;
+	/* The wall-clock time at which the guest's system time was 0. */
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t boot_ns = (int64_t)now.tv_sec * 1000000000ll + now.tv_nsec - (int64_t)soft_tsc(c);
+	uint32_t version = (le_get32(p) | 1) + 1;
+	le_put32(p + 4, (uint32_t)(boot_ns / 1000000000ll));
+	le_put32(p + 8, (uint32_t)(boot_ns % 1000000000ll));
+	__atomic_store_n((uint32_t *)(void *)p, version, __ATOMIC_RELEASE);
+	return true;
+}
 
 static bool msr_read(struct soft_cpu *c, uint32_t index, uint64_t *v)
 {
+	if (!c->user_mode) {
+		int r = c->irq.msr ? c->irq.msr(c->irq.opaque, index, v, false) : 0;
+		if (r)
+			return r > 0;
+		switch (index) {
+		case MSR_IA32_UCODE_REV:
+			*v = 1ull << 32;
+			return true;
+		case MSR_ARCH_CAPABILITIES:
+			*v = ARCH_CAPS;
+			return true;
+		case MSR_KVM_WALL_CLOCK_NEW:
+			*v = c->kvm_wall_clock;
+			return true;
+		case MSR_KVM_SYSTEM_TIME_NEW:
+			*v = c->kvm_system_time;
+			return true;
+		default:
+			break;
+		}
+	}
 	switch (index) {
 	case MSR_IA32_TSC:
-		*v = __builtin_ia32_rdtsc() + c->tsc_offset;
+		*v = soft_tsc(c);
 		return true;
 	case MSR_IA32_APIC_BASE:
 		*v = c->apic_base;
@@ -85,9 +171,25 @@ static bool canonical(uint64_t v)
 
 static bool msr_write(struct soft_cpu *c, uint32_t index, uint64_t v)
 {
+	if (!c->user_mode) {
+		uint64_t val = v;
+		int r = c->irq.msr ? c->irq.msr(c->irq.opaque, index, &val, true) : 0;
+		if (r)
+			return r > 0;
+		switch (index) {
+		case MSR_IA32_UCODE_REV:
+			return true; /* the microcode-revision read protocol: write 0, cpuid, read */
+		case MSR_KVM_WALL_CLOCK_NEW:
+			return kvmclock_wall_clock(c, v);
+		case MSR_KVM_SYSTEM_TIME_NEW:
+			return kvmclock_system_time(c, v);
+		default:
+			break;
+		}
+	}
 	switch (index) {
 	case MSR_IA32_TSC:
-		c->tsc_offset = v - __builtin_ia32_rdtsc();
+		c->tsc_offset = v - soft_host_ns();
 		return true;
 	case 0xc0000080: /* EFER: LMA follows LME and CR0.PG; LME may not change with paging on */
 		if (v & ~(EFER_WRITABLE | EFER_LMA))
@@ -280,11 +382,50 @@ static void h_mov_from_cr(struct soft_cpu *c, const struct insn *in)
 	gpr_write(c, in->op[0].reg, v, 8);
 }
 
+/* The debug registers hold their values; breakpoints are not modelled, so a DR7 that would
+ * arm one (or general detect) stops the VM rather than be silently ignored. DR4/DR5 alias
+ * DR6/DR7 unless CR4.DE. */
+#define CR4_DE     (1ull << 3)
+#define DR6_FIXED  0xffff0ff0ull
+#define DR7_FIXED  0x400ull
+#define DR7_ARMING 0x20ffull /* L0-3, G0-3 and GD */
+
 static void h_mov_dr(struct soft_cpu *c, const struct insn *in)
 {
-	(void)in;
+	bool to = in->op[0].kind == OPK_OTHER;
+	unsigned n = (unsigned)(in->op[to ? 0 : 1].reg - ZYDIS_REGISTER_DR0);
 	need_cpl0(c);
-	soft_fail(c, "debug registers are not implemented by the soft engine yet");
+	if (n == 4 || n == 5) {
+		if (c->cr4 & CR4_DE)
+			soft_fault(c, EXC_UD, 0);
+		n += 2;
+	}
+	if (n > 7)
+		soft_fault(c, EXC_UD, 0);
+	if (!to) {
+		uint64_t v = n < 4    ? c->dr[n]
+			     : n == 6 ? (c->dr6 | DR6_FIXED)
+				      : (c->dr7 | DR7_FIXED);
+		gpr_write(c, in->op[0].reg, v, 8);
+		return;
+	}
+	uint64_t v = gpr_read(c, in->op[1].reg, 8);
+	if (n < 4) {
+		c->dr[n] = v;
+		return;
+	}
+	if (v >> 32)
+		soft_fault(c, EXC_GP, 0);
+	if (n == 6) {
+		c->dr6 = v | DR6_FIXED;
+		return;
+	}
+	if (v & DR7_ARMING)
+		soft_fail(c,
+			  "DR7 0x%llx arms a hardware breakpoint, which the soft engine does not "
+			  "support",
+			  (unsigned long long)v);
+	c->dr7 = v | DR7_FIXED;
 }
 
 /* mov to or from a control or debug register (exec_alu.c's mov select defers to this). */
@@ -437,8 +578,6 @@ void soft_register_system(void)
 	soft_register_fn(ZYDIS_MNEMONIC_SLDT, h_sldt);
 	soft_register_fn(ZYDIS_MNEMONIC_STR, h_str);
 	soft_register_fn(ZYDIS_MNEMONIC_SMSW, h_smsw);
-	soft_register_fn(ZYDIS_MNEMONIC_LLDT, h_not_yet);
-	soft_register_fn(ZYDIS_MNEMONIC_LTR, h_not_yet);
 	soft_register_fn(ZYDIS_MNEMONIC_LMSW, h_not_yet);
 	soft_register_fn(ZYDIS_MNEMONIC_INVPCID, h_not_yet);
 }

@@ -2,7 +2,7 @@
  * the guest's page tables (long-mode 4-level paging) or one to one (ferry-user, paging off).
  * Entries hold the rights of the walk that filled them: a write is entered only after a write
  * walk set the dirty bit, so the TLB never lets a write skip that. They are valid for the
- * privilege level they were filled at: whoever changes CPL or CR3 flushes.
+ * privilege level they were filled at (each level has its own TLB); CR3 writes flush.
  *
  * A page holding decoded code is never entered into the TLB for writes: a write to it comes
  * here, drops the decoded blocks of that page, and only then goes through. */
@@ -19,27 +19,45 @@ struct soft_stats soft_stats;
 
 void soft_tlb_flush(struct soft_cpu *c)
 {
-	for (unsigned i = 0; i < TLB_SIZE; i++) {
-		c->tlb[i].tag_read = c->tlb[i].tag_write = c->tlb[i].tag_exec = TLB_INVALID;
-		c->tlb[i].addend = 0;
-	}
+	for (unsigned t = 0; t < 2; t++)
+		for (unsigned i = 0; i < TLB_SIZE; i++) {
+			struct tlb_entry *e = &c->tlbs[t][i];
+			e->tag_read = e->tag_write = e->tag_exec = TLB_INVALID;
+			e->addend = 0;
+		}
 	c->epoch++;
 }
 
 void soft_tlb_flush_page(struct soft_cpu *c, uint64_t va)
 {
-	struct tlb_entry *e = &c->tlb[(va >> 12) & (TLB_SIZE - 1)];
-	if (e->tag_read == (va & ~0xfffull) || e->tag_write == (va & ~0xfffull) ||
-	    e->tag_exec == (va & ~0xfffull))
-		e->tag_read = e->tag_write = e->tag_exec = TLB_INVALID;
+	for (unsigned t = 0; t < 2; t++) {
+		struct tlb_entry *e = &c->tlbs[t][(va >> 12) & (TLB_SIZE - 1)];
+		if (e->tag_read == (va & ~0xfffull) || e->tag_write == (va & ~0xfffull) ||
+		    e->tag_exec == (va & ~0xfffull))
+			e->tag_read = e->tag_write = e->tag_exec = TLB_INVALID;
+	}
 	c->epoch++;
 }
 
 void soft_tlb_protect_code_page(struct soft_cpu *c, uint64_t gpa_page)
 {
-	for (unsigned i = 0; i < TLB_SIZE; i++)
-		if (c->tlb[i].tag_write != TLB_INVALID && c->tlb[i].gpa_page == gpa_page)
-			c->tlb[i].tag_write = TLB_INVALID;
+	for (unsigned t = 0; t < 2; t++)
+		for (unsigned i = 0; i < TLB_SIZE; i++) {
+			struct tlb_entry *e = &c->tlbs[t][i];
+			if (e->tag_write != TLB_INVALID && e->gpa_page == gpa_page)
+				e->tag_write = TLB_INVALID;
+		}
+}
+
+/* Each privilege has its own TLB and jump cache, so a system call or an interrupt does not
+ * flush: entries are valid for the privilege whose walk filled them. Descriptor-table and TSS
+ * accesses (sv_access) are supervisor accesses at any CPL and use the supervisor TLB. */
+void soft_cpl_changed(struct soft_cpu *c)
+{
+	unsigned user = soft_cpl(c) == 3 && !c->sv_access;
+	c->tlb = c->tlbs[user];
+	c->jc = c->jcs[user];
+	c->stop_block = true;
 }
 
 static bool canonical(uint64_t va)
@@ -66,7 +84,7 @@ __attribute__((noreturn)) static void noncanonical_fault(struct soft_cpu *c, uin
 
 static unsigned cpl(const struct soft_cpu *c)
 {
-	return c->seg[SEG_CS].dpl;
+	return c->sv_access ? 0 : c->seg[SEG_CS].dpl;
 }
 
 #define PTE_P    (1ull << 0)

@@ -40,8 +40,17 @@ enum soft_exit {
 	SOFT_EXIT_SYSCALL,   /* user mode: a syscall instruction, RIP after it */
 	SOFT_EXIT_EXCEPTION, /* user mode: a fault; exc_vector/exc_error/exc_addr say which */
 	SOFT_EXIT_HLT,
-	SOFT_EXIT_STOP, /* soft_cpu_stop() or the instruction budget ran out */
-	SOFT_EXIT_FAIL, /* the engine cannot go on: fail_msg says why */
+	SOFT_EXIT_STOP,     /* soft_cpu_stop() or the instruction budget ran out */
+	SOFT_EXIT_FAIL,     /* the engine cannot go on: fail_msg says why */
+	SOFT_EXIT_SHUTDOWN, /* system mode: a triple fault */
+};
+
+/* How an event reaches the IDT (system mode): the kind decides the gate-DPL check, the EXT bit
+ * of error codes and where RIP points. */
+enum soft_event_kind {
+	EV_FAULT, /* an exception raised by an instruction (RIP on it, or past it for traps) */
+	EV_SOFT,  /* int n, int3, into: the gate's DPL must allow the CPL */
+	EV_EXT,   /* an external interrupt or NMI */
 };
 
 /* ---- exceptions ---------------------------------------------------------------------------- */
@@ -228,6 +237,14 @@ struct soft_mem_ops {
 
 struct soft_cache;
 struct block;
+/* System mode: where maskable interrupts come from (the VM's interrupt controllers). */
+struct soft_irq_ops {
+	/* The interrupt-acknowledge cycle: the vector of the interrupt to take now, or -1. */
+	int (*intack)(void *opaque);
+	/* MSRs the platform owns (the local APIC's): 1 handled, 0 not the platform's, -1 #GP. */
+	int (*msr)(void *opaque, uint32_t index, uint64_t *value, bool write);
+	void *opaque;
+};
 
 /* The jump cache: the block last run from a virtual address, valid while neither the decoded
  * code nor the translations changed (both bump the CPU's epoch). */
@@ -250,22 +267,35 @@ struct soft_cpu {
 	} lf;
 	bool stop_block;           /* leave the current block after this instruction */
 	volatile int exit_request; /* set from other threads: return from soft_cpu_run soon */
+	volatile int intr_request; /* set by the interrupt controllers: an interrupt may be due */
 	uint64_t icount;           /* instructions retired */
-	struct tlb_entry tlb[TLB_SIZE];
+	struct tlb_entry *tlb; /* the TLB of the current privilege: tlbs[0] CPL 0-2, [1] CPL 3 */
+	struct jc_entry *jc;   /* the jump cache of the current privilege, likewise */
 
 	struct cpu_segment seg[SEG_COUNT];
 	struct cpu_dtable gdt, idt;
 	uint64_t cr0, cr2, cr3, cr4, cr8, efer, xcr0, apic_base;
 	uint64_t kernel_gs_base, star, lstar, cstar, sfmask, tsc_aux, pat, misc_enable;
 	uint64_t sysenter_cs, sysenter_esp, sysenter_eip;
-	uint64_t tsc_offset; /* guest TSC = host TSC + tsc_offset */
+	uint64_t tsc_offset;     /* guest TSC = soft_host_ns() + tsc_offset */
+	uint32_t apic_id, ncpus; /* this CPU's APIC ID and how many the VM has (CPUID topology) */
+	uint64_t kvm_wall_clock, kvm_system_time; /* the kvmclock MSRs */
 	uint64_t dr[4], dr6, dr7;
 
 	union xmm xmm[16];
 	uint32_t mxcsr;
 	struct x87 fpu;
 
-	bool user_mode;     /* ferry-user: syscalls and faults return to the caller */
+	bool user_mode; /* ferry-user: syscalls and faults return to the caller */
+	/* System mode: interrupts. */
+	struct soft_irq_ops irq;
+	volatile int nmi_request; /* an NMI is waiting */
+	bool nmi_blocked;         /* in an NMI handler until the next iret */
+	bool intr_shadow;         /* after sti: no interrupt before the next instruction */
+	bool sv_access;   /* descriptor-table and TSS accesses: supervisor, whatever the CPL */
+	int event_vector; /* the event being delivered (double-fault rules), or -1 */
+	enum soft_event_kind exc_kind; /* of the exception in exc_vector */
+	enum soft_event_kind event_kind;
 	bool wait_for_sipi; /* an application processor after INIT */
 	enum soft_exit exit;
 	int exc_vector;
@@ -287,8 +317,19 @@ struct soft_cpu {
 	struct soft_mem_ops mem;
 	struct soft_cache *cache;
 	jmp_buf unwind;
-	struct jc_entry jc[JC_SIZE];
+	struct tlb_entry tlbs[2][TLB_SIZE];
+	struct jc_entry jcs[2][JC_SIZE];
 };
+
+/* The soft CPU's time stamp counter runs at SOFT_TSC_HZ on every host: guest TSC = the host's
+ * monotonic clock in nanoseconds + tsc_offset. A fixed rate keeps a VM's notion of time the
+ * same on whichever host it runs or moves to, and CPUID can state it exactly. */
+#define SOFT_TSC_HZ 1000000000ull
+uint64_t soft_host_ns(void);
+static inline uint64_t soft_tsc(const struct soft_cpu *c)
+{
+	return soft_host_ns() + c->tsc_offset;
+}
 
 /* ---- life cycle and running (cpu.c) -------------------------------------------------------- */
 
@@ -297,6 +338,53 @@ struct soft_cpu *soft_cpu_create(const struct soft_mem_ops *mem, bool user_mode)
 void soft_cpu_destroy(struct soft_cpu *c);
 /* Runs until an exit; returns it (also left in c->exit). */
 enum soft_exit soft_cpu_run(struct soft_cpu *c);
+/* The current privilege level (CPL), and the TLB and jump cache that go with it: whoever loads
+ * CS calls soft_cpl_changed. */
+static inline unsigned soft_cpl(const struct soft_cpu *c)
+{
+	return c->seg[SEG_CS].dpl;
+}
+void soft_cpl_changed(struct soft_cpu *c);
+/* Descriptor-table, IDT and TSS accesses are supervisor accesses at any CPL: bracket them. */
+static inline void soft_sv_begin(struct soft_cpu *c)
+{
+	c->sv_access = true;
+	c->tlb = c->tlbs[0];
+}
+static inline void soft_sv_end(struct soft_cpu *c)
+{
+	c->sv_access = false;
+	c->tlb = c->tlbs[soft_cpl(c) == 3];
+}
+
+/* ---- segmentation (segment.c) and events (interrupt.c), system mode ------------------------ */
+
+/* The 8-byte descriptor sel selects in the GDT or LDT and its linear address; false when the
+ * selector lies outside the table. */
+bool soft_read_desc(struct soft_cpu *c, uint16_t sel, uint64_t *desc, uint64_t *addr);
+void soft_seg_from_desc(struct cpu_segment *s, uint16_t sel, uint64_t d);
+/* mov Sreg / pop Sreg in protected mode, with the SDM's checks and faults. */
+void soft_load_seg(struct soft_cpu *c, unsigned seg, uint16_t sel);
+/* Loads CS from descriptor d with RPL = cpl and makes cpl the CPL. */
+void soft_load_cs(struct soft_cpu *c, uint16_t sel, uint64_t d, unsigned cpl);
+void soft_far_jump(struct soft_cpu *c, uint16_t sel, uint64_t off, unsigned osize);
+void soft_far_call(struct soft_cpu *c, uint16_t sel, uint64_t off, unsigned osize);
+void soft_far_ret(struct soft_cpu *c, unsigned osize, uint16_t release);
+/* Delivers an event through the IDT (long mode): the stack switch, the frame, the new CS:RIP.
+ * A fault while delivering unwinds like any fault; the run loop applies the double-fault
+ * rules. */
+void soft_deliver(struct soft_cpu *c, unsigned vector, uint32_t error, bool has_error,
+		  enum soft_event_kind kind);
+/* Raised the pending exception (exc_vector/exc_error/exc_kind) through the IDT after the
+ * double-fault rules; false when that ends in a triple fault (c->exit is then SHUTDOWN). */
+bool soft_deliver_exception(struct soft_cpu *c);
+/* Between blocks: takes a due NMI or maskable interrupt. */
+void soft_check_interrupts(struct soft_cpu *c);
+/* System mode: an interrupt may be due (interrupt controllers call this from any thread). */
+static inline void soft_cpu_interrupt(struct soft_cpu *c)
+{
+	__atomic_store_n(&c->intr_request, 1, __ATOMIC_RELEASE);
+}
 /* Asks a running CPU to return SOFT_EXIT_STOP soon. Thread-safe. */
 void soft_cpu_stop(struct soft_cpu *c);
 /* Architectural state in and out (engine/cpu_state.h). */
@@ -594,6 +682,8 @@ void soft_register_sse(void);
 void soft_register_x87(void);
 void soft_register_io(void);
 void soft_register_system(void);
+void soft_register_segment(void);
+void soft_register_interrupt(void);
 
 /* A cache bumps *epoch whenever it drops blocks. */
 struct soft_cache *soft_cache_create(uint64_t *epoch);
