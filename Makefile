@@ -17,7 +17,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 
-.PHONY: all unit-bins run test unit integration guests bench bench-soft fuzz fuzz-long format format-check lint tidy clean help
+.PHONY: all unit-bins run run-demo test unit integration guests bench bench-soft fuzz fuzz-long format format-check lint tidy clean help
 
 all: $(BUILD)/ferry guests
 
@@ -43,7 +43,18 @@ guests:
 	$(MAKE) -C tests/guests
 
 # Boots the bundled demo guest on the KVM engine (the soft engine is not built yet).
+# Boots Debian's Linux (fetched by scripts/fetch-linux.sh) to a shell on the console; the
+# engine is chosen for the host (kvm with hardware virtualization, soft otherwise).
+LINUX_DIR ?= $(or $(FERRY_CACHE),/var/cache/ferry)/linux
 run:
+	./scripts/setup.sh
+	$(MAKE) all
+	./scripts/fetch-linux.sh
+	./$(BUILD)/ferry run --kernel $(LINUX_DIR)/vmlinuz --initrd $(LINUX_DIR)/initramfs.cpio.gz \
+		--append "console=ttyS0"
+
+# The demo guest of the early days, on KVM.
+run-demo:
 	./scripts/setup.sh
 	$(MAKE) all
 	./$(BUILD)/ferry run --engine kvm --kernel tests/guests/build/demo.elf --no-reboot
@@ -97,7 +108,8 @@ clean:
 	$(MAKE) -C tests/fuzz clean
 
 help:
-	@echo "make run          build and boot the demo guest (KVM engine)"
+	@echo "make run          build and boot Debian's Linux to a shell (engine auto)"
+	@echo "make run-demo     build and boot the demo guest (KVM engine)"
 	@echo "make test         the whole test suite (plain, then ASan+UBSan, then a short fuzz pass)"
 	@echo "make unit | integration | fuzz | fuzz-long | diff | diff-long | bench | bench-soft"
 	@echo "     format | lint | tidy | clean"

@@ -571,6 +571,100 @@ if begin serial-none guest; then
 	end
 fi
 
+# ---- Debian's Linux 6.1 with a busybox initramfs (scripts/fetch-linux.sh) ----
+# Only on the soft engine: this host's nested KVM cannot run a Linux kernel. The kernel and
+# initramfs come from FERRY_LINUX_DIR (default: the fetch script's cache); without them the
+# cases are skipped with the reason.
+
+LINUX_DIR=${FERRY_LINUX_DIR:-${FERRY_CACHE:-/var/cache/ferry}/linux}
+linux_ready() {
+	[ -s "$LINUX_DIR/vmlinuz" ] && [ -s "$LINUX_DIR/initramfs.cpio.gz" ]
+}
+# begin_linux NAME: a Linux case; skipped off the soft engine or without the kernel.
+begin_linux() {
+	[ "$ENGINE" = soft ] || return 1
+	begin "$1" guest || return 1
+	if ! linux_ready; then
+		echo "SKIP $NAME: no kernel in $LINUX_DIR (run scripts/fetch-linux.sh)"
+		SKIPPED=$((SKIPPED + 1))
+		RUNNING=0
+		return 1
+	fi
+	return 0
+}
+# linux_start ARGS...: boots the kernel in the background, console on a FIFO (fd 3) and
+# $TMP/out.raw.
+linux_start() {
+	rm -f "$TMP/in"
+	mkfifo "$TMP/in"
+	timeout -k 5 "$T" "$FERRY" run --engine "$ENGINE" --serial stdio \
+		--kernel "$LINUX_DIR/vmlinuz" --initrd "$LINUX_DIR/initramfs.cpio.gz" "$@" \
+		<"$TMP/in" >"$TMP/out.raw" 2>"$TMP/err" &
+	BGPID=$!
+	exec 3>"$TMP/in"
+}
+# linux_type LINE N: waits for the Nth shell prompt, then types LINE.
+linux_type() {
+	if ! wait_for_lines '^(/ )?# ' "$2" 40; then
+		fail "no shell prompt #$2 before typing '$1'"
+		return 1
+	fi
+	printf '%s\r' "$1" >&3
+}
+linux_finish() {
+	wait "$BGPID"
+	RC=$?
+	exec 3>&-
+	BGPID=
+	tr -d '\r' <"$TMP/out.raw" | sed 's/\x1b\[[0-9;]*[a-zA-Z]//g' >"$TMP/out"
+}
+
+# The workload whose output must match the same busybox run natively.
+LINUX_WORK='seq 1 20000 | md5sum; seq 1 3000 | sort -r | sha256sum; seq 1 5000 | gzip -c | gunzip -c | md5sum; echo $((123456789 * 987654321 % 1000003)); seq 1 2000 | awk "{s+=\$1} END {print s}"'
+
+if begin_linux linux-shell; then
+	# Boots to the interactive shell, runs commands through the UART, powers off.
+	native=$(sh -c "$(echo "$LINUX_WORK" | sed 's/\(seq\|md5sum\|sort\|sha256sum\|gzip\|gunzip\|awk\)/busybox \1/g')" 2>&1)
+	linux_start --append "console=ttyS0" -m 256M
+	n=0
+	for line in 'uname -a' 'grep -c ^processor /proc/cpuinfo; grep -m1 ^flags /proc/cpuinfo' \
+		'cat /sys/devices/system/clocksource/clocksource0/current_clocksource' \
+		"( $LINUX_WORK ) > /tmp/w; echo work-status \$?; md5sum < /tmp/w" 'poweroff -f'; do
+		n=$((n + 1))
+		linux_type "$line" "$n" || { kill "$BGPID" 2>/dev/null; break; }
+	done
+	linux_finish
+	expect_rc 0
+	expect_out 'ferry-init: up 6\.1\..*' 'Linux .* 6\.1\.[0-9]+-[0-9]+-amd64 .* x86_64 GNU/Linux' \
+		'flags.*: fpu .*tsc .*apic .*sse2 .*syscall .*lm .*hypervisor.*' 'kvm-clock' \
+		'work-status 0' '\[ *[0-9.]+\] reboot: Power down'
+	want=$(printf '%s\n' "$native" | busybox md5sum | cut -d' ' -f1)
+	grep -q "^$want  -\$\|^$want\$" "$TMP/out" || fail "the workload's output differs from the native run (native md5 $want)"
+	grep -qi 'kernel panic\|BUG:\|Oops' "$TMP/out" && fail "the kernel reported a problem"
+	end
+fi
+
+if begin_linux linux-reboot; then
+	# reboot in the guest restarts it (ACPI reset register); the second boot powers off.
+	linux_start --append "console=ttyS0"
+	linux_type 'reboot -f' 1 && wait_for_lines 'ferry-init: up' 2 40 &&
+		linux_type 'poweroff -f' 2 || kill "$BGPID" 2>/dev/null
+	linux_finish
+	expect_rc 0
+	[ "$(grep -c 'ferry-init: up' "$TMP/out")" = 2 ] || fail "expected two boots"
+	end
+fi
+
+if begin_linux linux-decompressor; then
+	# The bzImage's own XZ decompressor on the soft CPU, then KASLR and the kernel.
+	linux_start --append "console=ttyS0" --linux-entry decompressor
+	linux_type 'poweroff -f' 1 || kill "$BGPID" 2>/dev/null
+	linux_finish
+	expect_rc 0
+	expect_out 'ferry-init: up 6\.1\..*' '\[ *[0-9.]+\] reboot: Power down'
+	end
+fi
+
 echo
 if [ $SKIPPED -gt 0 ]; then
 	echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"

@@ -225,7 +225,8 @@ void soft_far_call(struct soft_cpu *c, uint16_t sel, uint64_t off, unsigned osiz
 	uint64_t ret_cs = c->seg[SEG_CS].selector, ret_ip = c->rip;
 	if (!(c->cr0 & CR0_PE)) {
 		soft_store(c, stack_addr(c, (sp - osize) & size_mask(sw)), ret_cs, osize);
-		soft_store(c, stack_addr(c, (sp - 2 * (uint64_t)osize) & size_mask(sw)), ret_ip, osize);
+		soft_store(c, stack_addr(c, (sp - 2 * (uint64_t)osize) & size_mask(sw)), ret_ip,
+			   osize);
 		gpr_write(c, RSP_REF, (sp - 2 * (uint64_t)osize) & size_mask(sw), sw);
 		soft_far_jump(c, sel, off, osize);
 		return;

@@ -121,6 +121,7 @@ static void run(struct soft_cpu *c)
 			c->exc_error = 0;
 			sig_fault(c);
 			break;
+		case SOFT_EXIT_SHUTDOWN: /* system mode only: user mode has no IDT to fault through */
 		case SOFT_EXIT_FAIL:
 			fu_log("soft engine failure at rip 0x%llx: %s", (unsigned long long)c->rip,
 			       c->fail_msg);
