@@ -17,7 +17,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 
-.PHONY: all unit-bins run run-demo test unit integration guests bench bench-soft fuzz fuzz-long format format-check lint tidy clean help
+.PHONY: all unit-bins run run-demo test unit integration guests bench bench-linux bench-soft fuzz fuzz-long format format-check lint tidy clean help
 
 all: $(BUILD)/ferry guests
 
@@ -81,6 +81,11 @@ bench:
 	./bench/bench.sh $(BUILD)/ferry
 
 # The soft engine vs native and user-mode QEMU (qemu-x86_64) on busybox workloads.
+bench-linux:
+	./scripts/setup.sh --bench
+	$(MAKE) $(BUILD)/ferry
+	./bench/linux.sh $(BUILD)/ferry
+
 bench-soft:
 	./scripts/setup.sh --bench
 	$(MAKE) $(BUILD)/ferry-user
@@ -111,7 +116,7 @@ help:
 	@echo "make run          build and boot Debian's Linux to a shell (engine auto)"
 	@echo "make run-demo     build and boot the demo guest (KVM engine)"
 	@echo "make test         the whole test suite (plain, then ASan+UBSan, then a short fuzz pass)"
-	@echo "make unit | integration | fuzz | fuzz-long | diff | diff-long | bench | bench-soft"
+	@echo "make unit | integration | fuzz | fuzz-long | diff | diff-long | bench | bench-linux | bench-soft"
 	@echo "     format | lint | tidy | clean"
 
 include tests/diff/Makefile.inc

@@ -10,11 +10,12 @@
 #     config              the kernel's build configuration
 #     lib/modules/<ver>/  the kernel package's modules (not in the initramfs)
 # Idempotent: the kernel is downloaded once (delete the directory to take a newer one); the
-# initramfs is rebuilt when the /init source is newer or differs from the copy used last time.
+# initramfs is rebuilt when /init or the benchmark workload differ from the copies used last time.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 init_src=$repo/tests/guests/linux/init
+work_src=$repo/tests/guests/linux/bench-work.sh
 out=${FERRY_CACHE:-/var/cache/ferry}/linux
 tmp=
 
@@ -31,15 +32,15 @@ for tool in apt-get apt-cache dpkg-deb cpio gzip; do
 	command -v "$tool" >/dev/null || die "$tool is missing (run scripts/setup.sh)"
 done
 [ -f "$init_src" ] || die "$init_src is missing"
+[ -f "$work_src" ] || die "$work_src is missing"
 
 have_kernel() {
 	[ -s "$out/vmlinuz" ] && [ -s "$out/version" ] && [ -d "$out/lib/modules/$(cat "$out/version")" ]
 }
 initramfs_current() {
 	[ -s "$out/initramfs.cpio.gz" ] || return 1
-	[ "$out/initramfs.cpio.gz" -nt "$init_src" ] && return 0
-	# A fresh clone dates every file at checkout: an unchanged /init still counts as current.
-	cmp -s "$out/init" "$init_src"
+	# A fresh clone dates every file at checkout: unchanged sources still count as current.
+	cmp -s "$out/init" "$init_src" && cmp -s "$out/bench-work.sh" "$work_src"
 }
 report() {
 	echo "kernel:    $out/vmlinuz ($(cat "$out/version"))"
@@ -123,6 +124,7 @@ build_initramfs() {
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,etc}
 	cp "$bb" "$root/bin/busybox"
 	cp "$init_src" "$root/init"
+	cp "$work_src" "$root/bench-work.sh"
 	chmod 755 "$root/init" "$root/bin/busybox"
 	chmod 1777 "$root/tmp"
 	local applet
@@ -144,6 +146,7 @@ build_initramfs() {
 	} | gzip -9 -n >"$tmp/initramfs.cpio.gz"
 	mv "$tmp/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
 	cp "$init_src" "$out/init"
+	cp "$work_src" "$out/bench-work.sh"
 }
 
 have_kernel || extract_kernel

@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential clang libclang-rt-14-dev llvm libcmocka-dev libzydis-dev binutils pkg-config
       busybox-static file liblzma-dev cpio
       clang-format clang-tidy cppcheck util-linux)
-[ "${1:-}" = "--bench" ] && pkgs+=(qemu-system-x86 qemu-user time)
+[ "${1:-}" = "--bench" ] && pkgs+=(qemu-system-x86 qemu-user time bc)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -39,8 +39,8 @@ check() { # name command...
 	rm -f /tmp/ferry-check.$$
 }
 
-suite() { # name build-dir diff-cases user-mb make-args...
-	local name=$1 build=$2 diff_cases=$3 user_mb=$4; shift 4
+suite() { # name build-dir diff-cases user-mb linux-timeout make-args...
+	local name=$1 build=$2 diff_cases=$3 user_mb=$4 linux_timeout=$5; shift 5
 	echo "== $name: build"
 	mkdir -p "$build"
 	if ! make -s -j"$jobs" BUILD="$build" "$@" "$build/ferry" "$build/ferry-user" \
@@ -54,7 +54,8 @@ suite() { # name build-dir diff-cases user-mb make-args...
 	./tests/integration/run.sh "$build/ferry" 2>&1 | tee "$build/integration.log"
 	tally "$name integration" "$build/integration.log" "${PIPESTATUS[0]}"
 	echo "== $name: integration tests, guests on the soft engine"
-	FERRY_TEST_ENGINE=soft ./tests/integration/run.sh "$build/ferry" 2>&1 |
+	FERRY_TEST_ENGINE=soft FERRY_TEST_TIMEOUT=$linux_timeout FERRY_TEST_LINUX_WAIT=$linux_timeout \
+		./tests/integration/run.sh "$build/ferry" 2>&1 |
 		tee "$build/integration-soft.log"
 	tally "$name integration soft" "$build/integration-soft.log" "${PIPESTATUS[0]}"
 	echo "== $name: soft engine against the host CPU ($diff_cases cases per form)"
@@ -66,8 +67,8 @@ suite() { # name build-dir diff-cases user-mb make-args...
 	tally "$name user" "$build/user.log" "${PIPESTATUS[0]}"
 }
 
-suite "gcc" build 200 4
-suite "asan+ubsan" build-asan 20 1 SAN=1 CFLAGS="-O1 -g"
+suite "gcc" build 200 4 90
+suite "asan+ubsan" build-asan 20 1 240 SAN=1 CFLAGS="-O1 -g"
 check "clang build" make -s -j"$jobs" CC=clang BUILD=build-clang build-clang/ferry \
 	build-clang/ferry-user build-clang/diff-test unit-bins
 check "clang-format" make -s format-check

@@ -7,6 +7,7 @@
 # Usage: tests/integration/run.sh path/to/ferry
 # Env:   FERRY_TEST_ENGINE  (kvm or soft: the engine the guest cases boot on; default kvm)
 #        FERRY_TEST_TIMEOUT (seconds per case, default 60)
+#        FERRY_TEST_LINUX_WAIT (seconds for Linux to reach its shell, default 60)
 #        FERRY_TEST_ONLY    (extended regex: run only the cases whose name matches)
 set -u
 
@@ -577,6 +578,7 @@ fi
 # cases are skipped with the reason.
 
 LINUX_DIR=${FERRY_LINUX_DIR:-${FERRY_CACHE:-/var/cache/ferry}/linux}
+LINUX_WAIT=${FERRY_TEST_LINUX_WAIT:-60} # seconds for a boot to reach the shell
 linux_ready() {
 	[ -s "$LINUX_DIR/vmlinuz" ] && [ -s "$LINUX_DIR/initramfs.cpio.gz" ]
 }
@@ -605,7 +607,7 @@ linux_start() {
 }
 # linux_type LINE N: waits for the Nth shell prompt, then types LINE.
 linux_type() {
-	if ! wait_for_lines '^(/ )?# ' "$2" 40; then
+	if ! wait_for_lines '^(/ )?# ' "$2" "$LINUX_WAIT"; then
 		fail "no shell prompt #$2 before typing '$1'"
 		return 1
 	fi
@@ -647,7 +649,7 @@ fi
 if begin_linux linux-reboot; then
 	# reboot in the guest restarts it (ACPI reset register); the second boot powers off.
 	linux_start --append "console=ttyS0"
-	linux_type 'reboot -f' 1 && wait_for_lines 'ferry-init: up' 2 40 &&
+	linux_type 'reboot -f' 1 && wait_for_lines 'ferry-init: up' 2 "$LINUX_WAIT" &&
 		linux_type 'poweroff -f' 2 || kill "$BGPID" 2>/dev/null
 	linux_finish
 	expect_rc 0

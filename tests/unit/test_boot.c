@@ -839,12 +839,17 @@ static void test_direct_rejects_payload(void **state)
 	size_t pm_len = len - 1024;
 	static const struct {
 		uint32_t off, len;
-	} out[] = {{0, 0}, {0xffffffff, 0x10}, {0x10, 0xfffffff8}, {0, 0xffffffff}};
+	} out[] = {{0xffffffff, 0x10}, {0x10, 0xfffffff8}, {0, 0xffffffff}};
 	for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
 		w32(img + 0x248, out[i].off);
 		w32(img + 0x24c, out[i].len);
 		expect_direct_reject(f, img, len, "outside");
 	}
+	/* No payload named at all: the kernel's own 64-bit entry. */
+	w32(img + 0x248, 0);
+	w32(img + 0x24c, 0);
+	assert_int_equal(load_dir(f, img, len, NULL, 0, NULL), 0);
+	assert_int_equal(f->st.rip, BOOT_KERNEL_ADDR + 0x200);
 	w32(img + 0x248, (uint32_t)pm_len - 8);
 	w32(img + 0x24c, 9);
 	expect_direct_reject(f, img, len, "outside");

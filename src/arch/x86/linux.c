@@ -243,7 +243,13 @@ static int unpack_payload(const struct guest_mem *mem, const struct bzimage *bz,
 {
 	uint32_t off = boot_rd32(bz->img + HDR_PAYLOAD_OFFSET);
 	uint32_t len = boot_rd32(bz->img + HDR_PAYLOAD_LENGTH);
-	if (len == 0 || (uint64_t)off + len > bz->pm_len)
+	if (len == 0) {
+		/* No payload named (a kernel that is not compressed, or a test image): only its
+		 * own entry knows what to do. */
+		log_info("kernel names no compressed payload: entering at its 64-bit entry");
+		return DIRECT_FALLBACK;
+	}
+	if ((uint64_t)off + len > bz->pm_len)
 		return set_err(
 		    err, err_len,
 		    "kernel payload (offset 0x%x, 0x%x bytes) lies outside the 0x%zx bytes "

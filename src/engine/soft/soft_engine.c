@@ -139,6 +139,16 @@ static int soft_vcpu_init(struct vcpu *cpu)
 
 static void soft_vcpu_destroy(struct vcpu *cpu)
 {
+	const struct soft_cpu *c = cpu->engine_data;
+	/* The soft engine's statistics, with -v: hidden faults are TLB refills the guest never
+	 * sees, true faults the page faults delivered to it. */
+	if (c && log_verbose)
+		log_info("vcpu %u (soft): %llu instructions, %llu blocks decoded, %llu TLB refills "
+			 "(hidden faults), %llu page faults delivered (true faults)",
+			 cpu->id, (unsigned long long)c->icount,
+			 (unsigned long long)soft_stats.blocks_decoded,
+			 (unsigned long long)soft_stats.tlb_misses,
+			 (unsigned long long)soft_stats.page_faults);
 	soft_cpu_destroy(cpu->engine_data);
 	cpu->engine_data = NULL;
 }
