@@ -36,6 +36,8 @@ static const char usage[] =
     "                       has vmx or svm, soft otherwise)\n"
     "  --serial S           stdio (default), file:PATH, pty or none\n"
     "  --no-reboot          a guest reset ends ferry (status 0) instead of rebooting\n"
+    "  --triple-fault A     stop (default: ferry exits with status 4 and the reason) or\n"
+    "                       reset (as a PC does; with --no-reboot ferry then exits 0)\n"
     "  --linux-entry E      direct (default): decompress a Linux bzImage on the host and\n"
     "                       enter the kernel itself; decompressor: run its own decompressor\n"
     "  -v, --verbose        say more about what happens\n"
@@ -62,6 +64,7 @@ enum {
 	OPT_SERIAL,
 	OPT_NO_REBOOT,
 	OPT_LINUX_ENTRY,
+	OPT_TRIPLE_FAULT,
 };
 
 static int parse_run(int argc, char **argv, struct vm_config *cfg)
@@ -76,6 +79,7 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg)
 	    {"serial", required_argument, NULL, OPT_SERIAL},
 	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
 	    {"linux-entry", required_argument, NULL, OPT_LINUX_ENTRY},
+	    {"triple-fault", required_argument, NULL, OPT_TRIPLE_FAULT},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -127,6 +131,15 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg)
 			break;
 		case OPT_NO_REBOOT:
 			cfg->no_reboot = true;
+			break;
+		case OPT_TRIPLE_FAULT:
+			if (!strcmp(optarg, "stop"))
+				cfg->triple_fault_reset = false;
+			else if (!strcmp(optarg, "reset"))
+				cfg->triple_fault_reset = true;
+			else
+				return usage_error(
+				    "unknown triple-fault action '%s' (use stop or reset)", optarg);
 			break;
 		case OPT_LINUX_ENTRY:
 			if (!strcmp(optarg, "direct"))

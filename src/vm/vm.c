@@ -154,6 +154,14 @@ static void handle_exit(struct vcpu *cpu, struct vm_exit *ex)
 		    cpu->id, (unsigned long long)vcpu_rip(cpu), vm->engine->name);
 		break;
 	case VMEXIT_SHUTDOWN:
+		/* A triple fault resets a PC (Linux's reboot=t relies on it); by default ferry stops
+		 * with the reason instead, since it usually means a guest gone wrong. */
+		if (vm->cfg->triple_fault_reset) {
+			log_info("vcpu %u: triple fault at guest rip 0x%llx: resetting", cpu->id,
+				 (unsigned long long)vcpu_rip(cpu));
+			vm_stop(vm, VM_STOP_RESET, FERRY_EXIT_OK, "guest reset (triple fault)");
+			break;
+		}
 		vm_stop(vm, VM_STOP_ERROR, FERRY_EXIT_GUEST,
 			"vcpu %u: triple fault (shutdown), guest rip 0x%llx", cpu->id,
 			(unsigned long long)vcpu_rip(cpu));

@@ -28,6 +28,7 @@ struct vm_config {
 	const char *serial; /* "stdio", "file:PATH", "pty", "none" */
 	bool no_reboot;     /* a guest reset ends ferry (status 0) instead of rebooting */
 	bool linux_direct; /* bzImage: decompress on the host and enter the kernel (not its stub) */
+	bool triple_fault_reset; /* a triple fault resets the guest (else the VM stops, status 4) */
 	struct chardev *serial_dev; /* opened by the caller from serial; outlives reboots */
 };
 

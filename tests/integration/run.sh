@@ -428,6 +428,23 @@ if begin triple-fault guest; then
 	end
 fi
 
+if begin triple-fault-reset guest; then
+	# --triple-fault reset: a reset, so with --no-reboot ferry exits 0.
+	ferry_guest --kernel "$G/triple.elf" --triple-fault reset --no-reboot
+	expect_rc 0
+	expect_out 'triple: loading an empty IDT, then ud2'
+	expect_no_out 'still running'
+	end
+fi
+
+if begin triple-fault-bad-action; then
+	bad_ferry run --kernel "$G/triple.elf" --triple-fault explode
+	expect_rc 2
+	expect_err_one_line
+	expect_err 'triple-fault'
+	end
+fi
+
 if begin reset-no-reboot guest; then
 	ferry_guest --kernel "$G/reset_test.elf" --no-reboot
 	expect_rc 0

@@ -33,7 +33,8 @@ static void need_cpl0(struct soft_cpu *c)
  * the page-table-isolation CR3 switch on every kernel entry). */
 #define ARCH_CAPS                                                                                  \
 	((1ull << 0) | (1ull << 3) | (1ull << 4) | (1ull << 5) | (1ull << 6) | (1ull << 8) |       \
-	 (1ull << 13) | (1ull << 14) | (1ull << 15) | (1ull << 20) | (1ull << 26) | (1ull << 27))
+	 (1ull << 13) | (1ull << 14) | (1ull << 15) | (1ull << 20) | (1ull << 26) | (1ull << 27) | \
+	 (1ull << 62))
 
 /* ---- kvmclock (the paravirtual clock, Linux's Documentation/virt/kvm/x86/msr.rst) -------- */
 
