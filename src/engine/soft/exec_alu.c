@@ -1529,8 +1529,11 @@ static void h_sti(struct soft_cpu *c, const struct insn *in)
 {
 	(void)in;
 	check_iopl(c);
+	/* Interrupts may now be deliverable: the run loop checks between blocks, but not before
+	 * the next instruction has run when sti set IF (sti; hlt must not lose a wake-up). */
+	if (!(c->rflags & FL_IF))
+		c->intr_shadow = true;
 	c->rflags |= FL_IF;
-	/* Interrupts may now be deliverable: the run loop checks between blocks. */
 	c->stop_block = true;
 }
 

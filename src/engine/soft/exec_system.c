@@ -339,9 +339,8 @@ static void h_mov_to_cr(struct soft_cpu *c, const struct insn *in)
 		c->cr2 = v;
 		break;
 	case 3:
-		/* The whole TLB: global pages are not told apart yet. */
 		c->cr3 = v & 0x000ffffffffff000ull;
-		soft_tlb_flush(c);
+		soft_tlb_flush_nonglobal(c);
 		c->stop_block = true;
 		break;
 	case 4:

@@ -215,6 +215,8 @@ void soft_check_interrupts(struct soft_cpu *c)
 {
 	if (c->intr_shadow)
 		return;
+	/* Between instructions: a fault while delivering rewinds to where the code goes on. */
+	c->insn_start = c->rip;
 	if (c->nmi_request && !c->nmi_blocked) {
 		c->nmi_request = 0;
 		c->event_vector = EXC_NMI;

@@ -28,6 +28,19 @@ void soft_tlb_flush(struct soft_cpu *c)
 	c->epoch++;
 }
 
+/* A CR3 write: entries of global pages (PTE.G with CR4.PGE) survive it. */
+void soft_tlb_flush_nonglobal(struct soft_cpu *c)
+{
+	for (unsigned t = 0; t < 2; t++)
+		for (unsigned i = 0; i < TLB_SIZE; i++) {
+			if (c->tlb_global[t][i / 64] & (1ull << (i % 64)))
+				continue;
+			struct tlb_entry *e = &c->tlbs[t][i];
+			e->tag_read = e->tag_write = e->tag_exec = TLB_INVALID;
+		}
+	c->epoch++;
+}
+
 void soft_tlb_flush_page(struct soft_cpu *c, uint64_t va)
 {
 	for (unsigned t = 0; t < 2; t++) {
@@ -93,6 +106,7 @@ static unsigned cpl(const struct soft_cpu *c)
 #define PTE_A    (1ull << 5)
 #define PTE_D    (1ull << 6)
 #define PTE_PS   (1ull << 7)
+#define PTE_G    (1ull << 8)
 #define PTE_NX   (1ull << 63)
 #define PTE_ADDR 0x000ffffffffff000ull
 #define PF_RSVD  (1u << 3)
@@ -113,7 +127,7 @@ static uint64_t *pte_ptr(struct soft_cpu *c, uint64_t gpa)
 
 /* The 4-level page walk of long mode (Intel SDM vol. 3, 4.5). Sets accessed bits on the way
  * and the dirty bit of the leaf on a write; raises #PF with the architectural error code. */
-static uint64_t walk4(struct soft_cpu *c, uint64_t va, enum mem_access acc)
+static uint64_t walk4(struct soft_cpu *c, uint64_t va, enum mem_access acc, bool *global)
 {
 	bool user = cpl(c) == 3, write = acc == ACC_WRITE, fetch = acc == ACC_EXEC;
 	bool nxe = (c->efer & EFER_NXE) != 0;
@@ -145,6 +159,7 @@ static uint64_t walk4(struct soft_cpu *c, uint64_t va, enum mem_access acc)
 		if (leaf) {
 			uint64_t off_mask = (1ull << (12 + 9 * (level - 1))) - 1;
 			gpa = (e & PTE_ADDR & ~off_mask) | (va & off_mask);
+			*global = (e & PTE_G) && (c->cr4 & CR4_PGE);
 			break;
 		}
 		table = e & PTE_ADDR;
@@ -163,12 +178,13 @@ static uint64_t walk4(struct soft_cpu *c, uint64_t va, enum mem_access acc)
 /* Guest-virtual (linear) to guest-physical. ferry-user's processes and code that runs with
  * paging off map one to one; long-mode paging walks the guest's tables. 32-bit paging modes
  * are not implemented: they fail closed. */
-static uint64_t translate(struct soft_cpu *c, uint64_t va, enum mem_access acc)
+static uint64_t translate(struct soft_cpu *c, uint64_t va, enum mem_access acc, bool *global)
 {
+	*global = false;
 	if (c->user_mode || !(c->cr0 & CR0_PG))
-		return va;
+		return va & ~0xfffull;
 	if (c->efer & EFER_LMA)
-		return walk4(c, va, acc);
+		return walk4(c, va, acc, global);
 	soft_fail(c, "32-bit guest paging is not implemented by the soft engine yet");
 }
 
@@ -181,7 +197,8 @@ static uint8_t *resolve(struct soft_cpu *c, uint64_t va, enum mem_access acc, ui
 		noncanonical_fault(c, va);
 	soft_stats.tlb_misses++;
 	uint64_t page = va & ~0xfffull;
-	uint64_t gpa = translate(c, page, acc);
+	bool global;
+	uint64_t gpa = translate(c, va, acc, &global); /* a #PF reports va itself in CR2 */
 	*gpa_out = gpa | (va & 0xfff);
 	bool writable = false;
 	uint8_t *host = c->mem.page_ptr(c->mem.opaque, gpa, acc, &writable);
@@ -206,8 +223,13 @@ static uint8_t *resolve(struct soft_cpu *c, uint64_t va, enum mem_access acc, ui
 		    soft_cache_invalidate_page(c->cache, gpa))
 			c->stop_block = true;
 	}
-	struct tlb_entry *e = &c->tlb[(va >> 12) & (TLB_SIZE - 1)];
+	unsigned idx = (va >> 12) & (TLB_SIZE - 1), t = c->tlb == c->tlbs[1];
+	struct tlb_entry *e = &c->tlb[idx];
 	intptr_t addend = (intptr_t)((uintptr_t)host - page);
+	if (global)
+		c->tlb_global[t][idx / 64] |= 1ull << (idx % 64);
+	else
+		c->tlb_global[t][idx / 64] &= ~(1ull << (idx % 64));
 	if (e->addend != addend || e->gpa_page != gpa)
 		e->tag_read = e->tag_write = e->tag_exec = TLB_INVALID;
 	e->addend = addend;

@@ -318,6 +318,7 @@ struct soft_cpu {
 	struct soft_cache *cache;
 	jmp_buf unwind;
 	struct tlb_entry tlbs[2][TLB_SIZE];
+	uint64_t tlb_global[2][TLB_SIZE / 64]; /* entries that map a global page */
 	struct jc_entry jcs[2][JC_SIZE];
 };
 
@@ -398,6 +399,7 @@ void soft_fxrstor_image(struct soft_cpu *c, const uint8_t in[512]);
 
 void soft_tlb_flush(struct soft_cpu *c);
 void soft_tlb_flush_page(struct soft_cpu *c, uint64_t va);
+void soft_tlb_flush_nonglobal(struct soft_cpu *c);
 /* Dirty-page logging: every write to guest-physical page p sets bit p of bitmap (pages bits
  * long; NULL stops logging). After the owner reads and clears the bitmap it calls
  * soft_dirty_rearm so the next write to each page is seen again. */
