@@ -190,12 +190,14 @@ __attribute__((noinline)) static void run_blocks(struct soft_cpu *c)
 {
 	struct soft_cache *cache = c->cache;
 	for (;;) {
+		/* An interrupt delivered between blocks, or a fault while finding the next block,
+		 * belongs to no block (the unwind must not take back instructions of the last). */
+		c->cur_block = NULL;
 		if (unlikely(c->exit_request | (cache->dead != NULL) | (c->icount_limit != 0) |
 			     c->intr_request | c->nmi_request) &&
 		    !between_blocks(c))
 			return;
 		c->intr_shadow = false; /* the instruction after sti runs before any interrupt */
-		c->cur_block = NULL;    /* a fault while finding the block belongs to no block */
 		const struct block *b = find_block(c);
 		uint64_t va = c->rip, epoch = c->epoch;
 		const struct insn *end = b->insns + b->n;
@@ -240,12 +242,22 @@ enum soft_exit soft_cpu_run(struct soft_cpu *c)
 		if (c->exit != SOFT_EXIT_EXCEPTION && c->exit != SOFT_EXIT_FAIL)
 			c->icount++;
 		c->cur_block = NULL;
+		soft_release_locks(c);
 		if (c->sv_access)
 			soft_sv_end(c);
 		/* System mode: the exception goes to the guest's handler and the run goes on
-		 * (a fault while delivering it comes back here, to the double-fault rules). */
-		if (c->exit == SOFT_EXIT_EXCEPTION && !c->user_mode && soft_deliver_exception(c))
-			run_blocks(c);
+		 * (a fault while delivering it comes back here, to the double-fault rules). A
+		 * delivery counts against the budget like an instruction: a handler that faults
+		 * again at once retires nothing, and the budget must still end the run. */
+		if (c->exit == SOFT_EXIT_EXCEPTION && !c->user_mode && soft_deliver_exception(c)) {
+			if (c->icount_limit && c->icount_limit <= c->icount + 1) {
+				c->exit = SOFT_EXIT_STOP;
+			} else {
+				if (c->icount_limit)
+					c->icount_limit--;
+				run_blocks(c);
+			}
+		}
 	} else {
 		run_blocks(c);
 	}

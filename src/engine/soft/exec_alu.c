@@ -286,18 +286,37 @@ DEFINE_ATOMIC_RMW(64)
  * (guests essentially never lock across pages). */
 static pthread_mutex_t split_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The accesses under the mutex can still leave by longjmp (a device that refuses an MMIO
+ * access stops the run; MMIO pages are not checked ahead), so the CPU notes that it holds it
+ * and the run loop releases it when it unwinds (soft_release_locks). */
+static void split_lock_take(struct soft_cpu *c)
+{
+	pthread_mutex_lock(&split_lock);
+	c->holds_split_lock = true;
+}
+
+static void split_lock_drop(struct soft_cpu *c)
+{
+	c->holds_split_lock = false;
+	pthread_mutex_unlock(&split_lock);
+}
+
+void soft_release_locks(struct soft_cpu *c)
+{
+	if (c->holds_split_lock)
+		split_lock_drop(c);
+}
+
 /* A LOCK-prefixed read-modify-write of size bytes at va; returns the old value. */
 static uint64_t locked_rmw(struct soft_cpu *c, uint64_t va, unsigned size, unsigned op, uint64_t b,
 			   uint64_t carry)
 {
 	void *p = soft_mem(c, va, size, ACC_WRITE);
 	if (unlikely(!p)) {
-		/* soft_mem found both pages writable and filled the TLB for them, so nothing
-		 * below can fault while the mutex is held. */
-		pthread_mutex_lock(&split_lock);
+		split_lock_take(c);
 		uint64_t old = soft_load(c, va, size);
 		soft_store(c, va, alu_calc(op, old, b, carry), size);
-		pthread_mutex_unlock(&split_lock);
+		split_lock_drop(c);
 		return old;
 	}
 	switch (size) {
@@ -336,10 +355,10 @@ static uint64_t locked_cmpxchg(struct soft_cpu *c, uint64_t va, unsigned size, u
 {
 	void *p = soft_mem(c, va, size, ACC_WRITE);
 	if (unlikely(!p)) {
-		pthread_mutex_lock(&split_lock);
+		split_lock_take(c);
 		uint64_t old = soft_load(c, va, size);
 		soft_store(c, va, old == expected ? desired : old, size);
-		pthread_mutex_unlock(&split_lock);
+		split_lock_drop(c);
 		return old;
 	}
 	switch (size) {
@@ -1203,12 +1222,12 @@ static void h_cmpxchg16b(struct soft_cpu *c, const struct insn *in)
 				 : "memory");
 	} else {
 		uint64_t m[2];
-		pthread_mutex_lock(&split_lock);
+		split_lock_take(c);
 		soft_read_bytes(c, va, m, 16);
 		eq = m[0] == lo && m[1] == hi;
 		const uint64_t desired[2] = {c->gpr[GPR_RBX], c->gpr[GPR_RCX]};
 		soft_write_bytes(c, va, eq ? desired : m, 16);
-		pthread_mutex_unlock(&split_lock);
+		split_lock_drop(c);
 		lo = m[0];
 		hi = m[1];
 	}

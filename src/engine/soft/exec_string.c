@@ -91,13 +91,28 @@ static inline uint64_t chunk_low(uint64_t va, uint64_t n, unsigned sz, bool down
 	return down ? va - (n - 1) * sz : va;
 }
 
-/* A long repeat was asked to stop: leave the registers as they are (they count what is left)
- * and put RIP back on the instruction, which resumes it. It did not retire. */
+/* A long rep is interruptible between iterations, as on hardware: it yields (and resumes from
+ * its registers) when the run must stop, an interrupt or NMI may be due, or the run has an
+ * instruction budget. */
+static inline bool repeat_should_yield(const struct soft_cpu *c)
+{
+	return (c->exit_request | c->intr_request | c->nmi_request) || c->icount_limit;
+}
+
+/* A long repeat yields: leave the registers as they are (they count what is left) and put RIP
+ * back on the instruction, which resumes it. It did not retire; under a budget each burst
+ * costs one instruction of it, so a run with a budget ends however large the count. */
 static void interrupt_repeat(struct soft_cpu *c)
 {
 	c->rip = c->insn_start;
 	c->stop_block = true;
 	c->icount--;
+	if (c->icount_limit) {
+		if (c->icount_limit > c->icount + 1)
+			c->icount_limit--;
+		else
+			c->exit_request = 1; /* the run loop stops and clears it */
+	}
 }
 
 /* ---- copying ------------------------------------------------------------------------------ */
@@ -230,7 +245,7 @@ static void rep_movs(struct soft_cpu *c, const struct implicit_env *e, unsigned 
 		burst += n * sz;
 		if (burst >= BURST) {
 			burst = 0;
-			if (c->exit_request) {
+			if (repeat_should_yield(c)) {
 				interrupt_repeat(c);
 				return;
 			}
@@ -267,7 +282,7 @@ static void rep_stos(struct soft_cpu *c, const struct implicit_env *e, unsigned 
 		burst += n * sz;
 		if (burst >= BURST) {
 			burst = 0;
-			if (c->exit_request) {
+			if (repeat_should_yield(c)) {
 				interrupt_repeat(c);
 				return;
 			}
@@ -286,7 +301,7 @@ static void rep_lods(struct soft_cpu *c, const struct implicit_env *e, unsigned 
 		si = advance(si, 1, sz, down, e);
 		gpr_write(c, RSI_REF, si, e->asize);
 		gpr_write(c, RCX_REF, --cnt, e->asize);
-		if (cnt && (i * sz) % BURST == 0 && c->exit_request) {
+		if (cnt && (i * sz) % BURST == 0 && repeat_should_yield(c)) {
 			interrupt_repeat(c);
 			return;
 		}
@@ -362,7 +377,7 @@ static void rep_compare(struct soft_cpu *c, const struct implicit_env *e, unsign
 		burst += done * sz;
 		if (burst >= BURST) {
 			burst = 0;
-			if (c->exit_request) {
+			if (repeat_should_yield(c)) {
 				interrupt_repeat(c);
 				return;
 			}

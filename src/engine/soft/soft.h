@@ -292,8 +292,9 @@ struct soft_cpu {
 	volatile int nmi_request; /* an NMI is waiting */
 	bool nmi_blocked;         /* in an NMI handler until the next iret */
 	bool intr_shadow;         /* after sti: no interrupt before the next instruction */
-	bool sv_access;   /* descriptor-table and TSS accesses: supervisor, whatever the CPL */
-	int event_vector; /* the event being delivered (double-fault rules), or -1 */
+	bool sv_access;        /* descriptor-table and TSS accesses: supervisor, whatever the CPL */
+	bool holds_split_lock; /* inside a locked access that crosses a page (exec_alu.c) */
+	int event_vector;      /* the event being delivered (double-fault rules), or -1 */
 	enum soft_event_kind exc_kind; /* of the exception in exc_vector */
 	enum soft_event_kind event_kind;
 	bool wait_for_sipi; /* an application processor after INIT */
@@ -346,6 +347,8 @@ static inline unsigned soft_cpl(const struct soft_cpu *c)
 	return c->seg[SEG_CS].dpl;
 }
 void soft_cpl_changed(struct soft_cpu *c);
+/* Releases what a handler may hold when it leaves by longjmp (the run loop's unwind). */
+void soft_release_locks(struct soft_cpu *c);
 /* Descriptor-table, IDT and TSS accesses are supervisor accesses at any CPL: bracket them. */
 static inline void soft_sv_begin(struct soft_cpu *c)
 {
