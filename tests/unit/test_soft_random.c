@@ -1299,12 +1299,9 @@ static void one_iteration(unsigned long i, bool first, bool verbose, struct tall
 	quiet(false);
 }
 
-static void test_random_system_code(void **state)
+static void run_range(uint64_t seed_, unsigned long first, unsigned long iters)
 {
-	(void)state;
-	seed = env_number("FERRY_RANDOM_SEED", 0x5eed0f5011d5ull);
-	unsigned long first = env_number("FERRY_RANDOM_FIRST", 0);
-	unsigned long iters = env_number("FERRY_RANDOM_ITERS", 3000);
+	seed = seed_;
 	bool verbose = env_number("FERRY_RANDOM_VERBOSE", 0) != 0;
 	keep_going = env_number("FERRY_RANDOM_KEEP_GOING", 0) != 0;
 	failures = 0;
@@ -1353,10 +1350,34 @@ static void test_random_system_code(void **state)
 	assert_int_equal(failures, 0);
 }
 
+static void test_random_system_code(void **state)
+{
+	(void)state;
+	run_range(env_number("FERRY_RANDOM_SEED", 0x5eed0f5011d5ull),
+		  env_number("FERRY_RANDOM_FIRST", 0), env_number("FERRY_RANDOM_ITERS", 3000));
+}
+
+/* The seeds and iterations that found engine bugs, replayed: a split locked access left its
+ * lock held on unwind (2/109375), the count went backwards after a fault delivering an
+ * interrupt (2/25716, 5/43466), a fault loop escaped the budget (1/124443), a huge rep count
+ * escaped it (3/141405). */
+static void test_random_regressions(void **state)
+{
+	(void)state;
+	static const struct {
+		uint64_t seed;
+		unsigned long first, iters;
+	} cases[] = {
+	    {2, 109375, 339}, {2, 25716, 1}, {5, 43466, 1}, {1, 124443, 5}, {3, 141405, 3}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		run_range(cases[i].seed, cases[i].first, cases[i].iters);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_random_system_code),
+	    cmocka_unit_test(test_random_regressions),
 	};
 	return cmocka_run_group_tests_name("soft_random", tests, NULL, NULL);
 }
