@@ -32,6 +32,7 @@
 #include <cmocka.h>
 
 #include "engine/soft/soft.h"
+#include "soft_descriptors.h"
 
 /* ---- the guest's memory map ----------------------------------------------------------------- */
 
@@ -117,49 +118,22 @@ static bool one_in(unsigned n)
 
 #define PICK(a) ((a)[rn(sizeof(a) / sizeof((a)[0]))])
 
-/* ---- descriptors (as in test_soft_system.c) ------------------------------------------------- */
+/* ---- descriptors (encodings in soft_descriptors.h) ------------------------------------------ */
 
 static void wr64(uint64_t gpa, uint64_t v)
 {
 	le_put64(ram + gpa, v);
 }
 
-static uint64_t desc(uint32_t base, uint32_t limit, unsigned type, bool s, unsigned dpl,
-		     bool present, bool l, bool db)
-{
-	return (limit & 0xffff) | (uint64_t)(base & 0xffffff) << 16 | (uint64_t)type << 40 |
-	       (uint64_t)s << 44 | (uint64_t)dpl << 45 | (uint64_t)present << 47 |
-	       (uint64_t)((limit >> 16) & 0xf) << 48 | (uint64_t)l << 53 | (uint64_t)db << 54 |
-	       1ull << 55 | (uint64_t)(base >> 24) << 56;
-}
-
 static void put_system_desc(uint16_t sel, uint64_t base, uint32_t limit, unsigned type)
 {
-	wr64(GDT + sel,
-	     desc((uint32_t)base, limit, type, false, 0, true, false, false) & ~(1ull << 55));
-	wr64(GDT + sel + 8, base >> 32);
+	sd_system_desc(ram + GDT + sel, base, limit, type);
 }
 
 static void put_gate(uint64_t addr, uint64_t target, uint16_t sel, unsigned type, unsigned dpl,
 		     unsigned ist)
 {
-	wr64(addr, (target & 0xffff) | (uint64_t)sel << 16 | (uint64_t)ist << 32 |
-		       (uint64_t)type << 40 | (uint64_t)dpl << 45 | 1ull << 47 |
-		       ((target >> 16) & 0xffff) << 48);
-	wr64(addr + 8, target >> 32);
-}
-
-static struct cpu_segment flat(uint16_t sel, unsigned type, unsigned dpl, bool l, bool db)
-{
-	return (struct cpu_segment){.selector = sel,
-				    .limit = 0xffffffff,
-				    .type = (uint8_t)type,
-				    .s = 1,
-				    .dpl = (uint8_t)dpl,
-				    .present = 1,
-				    .l = l,
-				    .db = db,
-				    .g = 1};
+	sd_gate(ram + addr, target, sel, type, dpl, ist, true);
 }
 
 /* ---- values a hostile kernel would like to try ----------------------------------------------- */
@@ -713,20 +687,21 @@ static void build_guest(void)
 		wr64(FAKE_PT + 8 * i, fake_pte());
 
 	/* A Linux-like GDT with a TSS, plus what makes segment loads interesting. */
-	wr64(GDT + SEL_KCODE32, desc(0, 0xfffff, 0xa, true, 0, true, false, true));
-	wr64(GDT + SEL_KCODE, desc(0, 0xfffff, 0xa, true, 0, true, true, false));
-	wr64(GDT + SEL_KDATA, desc(0, 0xfffff, 2, true, 0, true, false, true));
-	wr64(GDT + (SEL_UCODE32 & ~3), desc(0, 0xfffff, 0xa, true, 3, true, false, true));
-	wr64(GDT + (SEL_UDATA & ~3), desc(0, 0xfffff, 2, true, 3, true, false, true));
-	wr64(GDT + (SEL_UCODE & ~3), desc(0, 0xfffff, 0xa, true, 3, true, true, false));
+	wr64(GDT + SEL_KCODE32, sd_desc(0, 0xfffff, 0xa, true, 0, true, false, true));
+	wr64(GDT + SEL_KCODE, sd_desc(0, 0xfffff, 0xa, true, 0, true, true, false));
+	wr64(GDT + SEL_KDATA, sd_desc(0, 0xfffff, 2, true, 0, true, false, true));
+	wr64(GDT + (SEL_UCODE32 & ~3), sd_desc(0, 0xfffff, 0xa, true, 3, true, false, true));
+	wr64(GDT + (SEL_UDATA & ~3), sd_desc(0, 0xfffff, 2, true, 3, true, false, true));
+	wr64(GDT + (SEL_UCODE & ~3), sd_desc(0, 0xfffff, 0xa, true, 3, true, true, false));
 	put_system_desc(SEL_TSS, TSS, 0x67, 0xb);
-	wr64(GDT + SEL_RODATA, desc(0, 0xfffff, 0, true, 0, true, false, true));
-	wr64(GDT + SEL_NPDATA, desc(0, 0xfffff, 2, true, 0, false, false, true));
+	wr64(GDT + SEL_RODATA, sd_desc(0, 0xfffff, 0, true, 0, true, false, true));
+	wr64(GDT + SEL_NPDATA, sd_desc(0, 0xfffff, 2, true, 0, false, false, true));
 	put_gate(GDT + SEL_CALLGATE, KCODE, SEL_KCODE, 0xc, 0, 0);
 	put_system_desc(SEL_TSS2, TSS + 0x100, 0x67, 0x9);
-	wr64(GDT + SEL_KCODE2, desc(0, 0xfffff, 0xe, true, 0, true, true, false)); /* conforming */
+	wr64(GDT + SEL_KCODE2,
+	     sd_desc(0, 0xfffff, 0xe, true, 0, true, true, false)); /* conforming */
 	put_system_desc(SEL_LDT, LDT, 0xf, 0x2);
-	wr64(LDT + 8, desc(0x12340000, 0xfffff, 2, true, 3, true, false, true));
+	wr64(LDT + 8, sd_desc(0x12340000, 0xfffff, 2, true, 3, true, false, true));
 	if (one_in(8)) /* one entry of garbage */
 		smash(GDT, (GDT_LIMIT + 1) / 8);
 
@@ -1082,9 +1057,9 @@ static void base_state(struct cpu_state *st)
 	st->cr3 = PML4;
 	st->cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
 	st->efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
-	st->seg[SEG_CS] = flat(SEL_KCODE, 0xb, 0, true, false);
+	st->seg[SEG_CS] = sd_flat(SEL_KCODE, 0xb, 0, true, false);
 	st->seg[SEG_SS] = st->seg[SEG_DS] = st->seg[SEG_ES] = st->seg[SEG_FS] = st->seg[SEG_GS] =
-	    flat(SEL_KDATA, 0x3, 0, false, true);
+	    sd_flat(SEL_KDATA, 0x3, 0, false, true);
 	st->seg[SEG_TR] = (struct cpu_segment){
 	    .selector = SEL_TSS, .base = TSS, .limit = 0x67, .type = 0xb, .present = 1};
 	st->seg[SEG_LDT] = (struct cpu_segment){.unusable = 1};
@@ -1149,12 +1124,12 @@ static void random_state(struct cpu_state *st)
 	bool user = mode >= 8 && mode != 14;
 	if (user) {
 		bool compat = mode == 15;
-		st->seg[SEG_CS] = compat ? flat(SEL_UCODE32, 0xb, 3, false, true)
-					 : flat(SEL_UCODE, 0xb, 3, true, false);
+		st->seg[SEG_CS] = compat ? sd_flat(SEL_UCODE32, 0xb, 3, false, true)
+					 : sd_flat(SEL_UCODE, 0xb, 3, true, false);
 		st->seg[SEG_SS] = st->seg[SEG_DS] = st->seg[SEG_ES] =
-		    flat(SEL_UDATA, 0x3, 3, false, true);
+		    sd_flat(SEL_UDATA, 0x3, 3, false, true);
 	} else if (mode == 14) {
-		st->seg[SEG_CS] = flat(SEL_KCODE32, 0xb, 0, false, true);
+		st->seg[SEG_CS] = sd_flat(SEL_KCODE32, 0xb, 0, false, true);
 	}
 	if (one_in(4))
 		st->seg[SEG_LDT] = (struct cpu_segment){

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "engine/soft/soft.h"
+#include "soft_descriptors.h"
 
 /* ---- the guest's memory map ----------------------------------------------------------------- */
 
@@ -103,45 +104,26 @@ static void wr32(uint64_t gpa, uint32_t v)
 
 /* ---- descriptors and gates ------------------------------------------------------------------ */
 
-/* An 8-byte segment descriptor. type is the 4-bit type field; s=0 makes a system descriptor. */
-static uint64_t desc(uint32_t base, uint32_t limit, unsigned type, bool s, unsigned dpl,
-		     bool present, bool l, bool db)
-{
-	return (limit & 0xffff) | (uint64_t)(base & 0xffffff) << 16 | (uint64_t)type << 40 |
-	       (uint64_t)s << 44 | (uint64_t)dpl << 45 | (uint64_t)present << 47 |
-	       (uint64_t)((limit >> 16) & 0xf) << 48 | (uint64_t)l << 53 | (uint64_t)db << 54 |
-	       1ull << 55 /* G */ | (uint64_t)(base >> 24) << 56;
-}
-
 /* Execute/read code (type 0xa, not accessed yet) and read/write data (type 2). */
 static uint64_t code64(unsigned dpl)
 {
-	return desc(0, 0xfffff, 0xa, true, dpl, true, true, false);
+	return sd_desc(0, 0xfffff, 0xa, true, dpl, true, true, false);
 }
 
 static uint64_t data_seg(unsigned type, unsigned dpl, bool present)
 {
-	return desc(0, 0xfffff, type, true, dpl, present, false, true);
+	return sd_desc(0, 0xfffff, type, true, dpl, present, false, true);
 }
 
-/* A 16-byte system descriptor (TSS, LDT) of long mode. */
 static void put_system_desc(uint16_t sel, uint64_t base, uint32_t limit, unsigned type)
 {
-	uint64_t lo = desc((uint32_t)base, limit, type, false, 0, true, false, false);
-	lo &= ~(1ull << 55); /* byte granular */
-	wr64(GDT + sel, lo);
-	wr64(GDT + sel + 8, base >> 32);
+	sd_system_desc(ram + GDT + sel, base, limit, type);
 }
 
-/* A long-mode gate (interrupt 0xe, trap 0xf, call 0xc): 16 bytes at addr. */
 static void put_gate(uint64_t addr, uint64_t target, uint16_t sel, unsigned type, unsigned dpl,
 		     unsigned ist, bool present)
 {
-	uint64_t lo = (target & 0xffff) | (uint64_t)sel << 16 | (uint64_t)ist << 32 |
-		      (uint64_t)type << 40 | (uint64_t)dpl << 45 | (uint64_t)present << 47 |
-		      ((target >> 16) & 0xffff) << 48;
-	wr64(addr, lo);
-	wr64(addr + 8, target >> 32);
+	sd_gate(ram + addr, target, sel, type, dpl, ist, present);
 }
 
 #define GATE_INTR 0xe
@@ -158,18 +140,9 @@ static void gate_not_present(unsigned v)
 	wr64(IDT + (uint64_t)v * 16, rd64(IDT + (uint64_t)v * 16) & ~(1ull << 47));
 }
 
-/* The hidden part of a flat segment register, as a descriptor load leaves it. */
 static struct cpu_segment flat(uint16_t sel, unsigned type, unsigned dpl, bool l)
 {
-	return (struct cpu_segment){.selector = sel,
-				    .limit = 0xffffffff,
-				    .type = (uint8_t)type,
-				    .s = 1,
-				    .dpl = (uint8_t)dpl,
-				    .present = 1,
-				    .l = l,
-				    .db = !l,
-				    .g = 1};
+	return sd_flat(sel, type, dpl, l, !l);
 }
 
 /* ---- the machine ------------------------------------------------------------------------------ */
@@ -214,10 +187,10 @@ static void build_tables(void)
 	wr64(PD, 0x000000 | 0x83);     /* P, W, PS */
 	wr64(PD + 8, 0x200000 | 0x87); /* P, W, U, PS */
 
-	wr64(GDT + SEL_KCODE32, desc(0, 0xfffff, 0xa, true, 0, true, false, true));
+	wr64(GDT + SEL_KCODE32, sd_desc(0, 0xfffff, 0xa, true, 0, true, false, true));
 	wr64(GDT + SEL_KCODE, code64(0));
 	wr64(GDT + SEL_KDATA, data_seg(2, 0, true));
-	wr64(GDT + (SEL_UCODE32 & ~3), desc(0, 0xfffff, 0xa, true, 3, true, false, true));
+	wr64(GDT + (SEL_UCODE32 & ~3), sd_desc(0, 0xfffff, 0xa, true, 3, true, false, true));
 	wr64(GDT + (SEL_UDATA & ~3), data_seg(2, 3, true));
 	wr64(GDT + (SEL_UCODE & ~3), code64(3));
 	put_system_desc(SEL_TSS, TSS, 0x67, 0xb);
@@ -227,7 +200,7 @@ static void build_tables(void)
 	put_system_desc(SEL_TSS2, TSS2, 0x67, 0x9);
 	wr64(GDT + SEL_KCODE2, code64(0));
 	put_system_desc(SEL_LDT, LDT, 0xf, 0x2);
-	wr64(LDT + 8, desc(0x12340000, 0xfffff, 2, true, 0, true, false, true));
+	wr64(LDT + 8, sd_desc(0x12340000, 0xfffff, 2, true, 0, true, false, true));
 
 	wr64(TSS + 4, RSP0);
 	wr64(TSS + 0x24, IST1);
