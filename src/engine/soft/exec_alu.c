@@ -59,11 +59,6 @@ static inline unsigned iopl(const struct soft_cpu *c)
 	return (unsigned)(c->rflags >> 12) & 3;
 }
 
-static inline bool canonical(uint64_t va)
-{
-	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
-}
-
 /* Host-side loads and stores of guest data: memcpy, because guest accesses need not be
  * aligned. */
 static inline uint64_t host_load(const void *p, unsigned size)
@@ -149,7 +144,7 @@ static inline void stack_check(struct soft_cpu *c, uint64_t va, enum mem_access 
 {
 	const struct tlb_entry *e = &c->tlb[(va >> 12) & (TLB_SIZE - 1)];
 	uint64_t tag = acc == ACC_WRITE ? e->tag_write : e->tag_read;
-	if (tag != (va & ~0xfffull) && !canonical(va) && (c->efer & EFER_LMA))
+	if (tag != (va & ~0xfffull) && !soft_canonical(va) && (c->efer & EFER_LMA))
 		soft_fault(c, EXC_SS, 0);
 }
 

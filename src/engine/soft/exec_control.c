@@ -17,11 +17,6 @@
 #define RSP_REF ((gpr_ref)(GPR_RSP * 8))
 #define RBP_REF ((gpr_ref)(GPR_RBP * 8))
 
-static inline bool canonical(uint64_t va)
-{
-	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
-}
-
 /* #GP(0) for a non-canonical target, out of line: a hot handler's only call is then a tail
  * call, and it needs no stack frame. GCC must not learn that it does not return (noipa), or
  * the call could not be a tail call; clang has no such attribute and does not need it. */
@@ -38,7 +33,7 @@ static __attribute__((noinline, cold)) NO_IPA void bad_target(struct soft_cpu *c
 /* A near branch of the 64-bit operand size to t. */
 static inline void jump64(struct soft_cpu *c, uint64_t t)
 {
-	if (unlikely(!canonical(t))) {
+	if (unlikely(!soft_canonical(t))) {
 		bad_target(c); /* does not return */
 		return;
 	}
@@ -267,7 +262,7 @@ static insn_fn sel_jmp(const struct insn *in)
  * and the push's store before RSP changes, so a fault leaves everything as it was. */
 static __attribute__((noinline)) void call64(struct soft_cpu *c, uint64_t t)
 {
-	if (unlikely(!canonical(t)))
+	if (unlikely(!soft_canonical(t)))
 		soft_fault(c, EXC_GP, 0);
 	uint64_t sp = c->gpr[GPR_RSP] - 8;
 	soft_store(c, sp, c->rip, 8);
@@ -291,7 +286,7 @@ static inline void call64_fast(struct soft_cpu *c, uint64_t t)
 {
 	uint64_t sp = c->gpr[GPR_RSP] - 8;
 	void *p;
-	if (unlikely(!stack_hit(c, sp, ACC_WRITE, &p)) || unlikely(!canonical(t))) {
+	if (unlikely(!stack_hit(c, sp, ACC_WRITE, &p)) || unlikely(!soft_canonical(t))) {
 		call64(c, t);
 		return;
 	}
@@ -346,7 +341,7 @@ static __attribute__((noinline)) void ret64(struct soft_cpu *c, uint64_t release
 {
 	uint64_t sp = c->gpr[GPR_RSP];
 	uint64_t t = soft_load(c, sp, 8);
-	if (unlikely(!canonical(t)))
+	if (unlikely(!soft_canonical(t)))
 		soft_fault(c, EXC_GP, 0);
 	c->gpr[GPR_RSP] = sp + 8 + release;
 	c->rip = t;
@@ -361,7 +356,7 @@ static inline void ret64_fast(struct soft_cpu *c, uint64_t release)
 		return;
 	}
 	memcpy(&t, p, 8);
-	if (unlikely(!canonical(t))) {
+	if (unlikely(!soft_canonical(t))) {
 		bad_target(c); /* does not return */
 		return;
 	}
@@ -396,7 +391,7 @@ static void h_ret_any(struct soft_cpu *c, const struct insn *in)
 	unsigned os = in->osize, sw = stack_width(c);
 	uint64_t sp = gpr_read(c, RSP_REF, sw);
 	uint64_t t = soft_load(c, sp, os);
-	if (os == 8 && !canonical(t))
+	if (os == 8 && !soft_canonical(t))
 		soft_fault(c, EXC_GP, 0);
 	gpr_write(c, RSP_REF, sp + os + (in->nops ? in->imm & 0xffff : 0), sw);
 	c->rip = t;
@@ -459,7 +454,7 @@ static void h_loop_any(struct soft_cpu *c, const struct insn *in)
 	else if (in->mnemonic == ZYDIS_MNEMONIC_LOOPNE)
 		taken = taken && soft_cond(c, 5);
 	uint64_t t = c->rip + in->imm;
-	if (taken && in->osize == 8 && !canonical(t))
+	if (taken && in->osize == 8 && !soft_canonical(t))
 		soft_fault(c, EXC_GP, 0);
 	gpr_write(c, RCX_REF, n, as);
 	if (taken)

@@ -165,11 +165,6 @@ static bool msr_read(struct soft_cpu *c, uint32_t index, uint64_t *v)
 	}
 }
 
-static bool canonical(uint64_t v)
-{
-	return (uint64_t)((int64_t)(v << 16) >> 16) == v;
-}
-
 static bool msr_write(struct soft_cpu *c, uint32_t index, uint64_t v)
 {
 	if (!c->user_mode) {
@@ -207,7 +202,7 @@ static bool msr_write(struct soft_cpu *c, uint32_t index, uint64_t v)
 	case MSR_CSTAR:
 	case MSR_IA32_SYSENTER_ESP:
 	case MSR_IA32_SYSENTER_EIP:
-		if (!canonical(v))
+		if (!soft_canonical(v))
 			return false;
 		if (index == MSR_FS_BASE)
 			c->seg[SEG_FS].base = v;
@@ -488,7 +483,7 @@ static void load_dt(struct soft_cpu *c, const struct insn *in, struct cpu_dtable
 	uint64_t base = soft_load(c, a + 2, bs);
 	if (bs == 4 && in->osize == 2)
 		base &= 0xffffff;
-	if (bs == 8 && !canonical(base))
+	if (bs == 8 && !soft_canonical(base))
 		soft_fault(c, EXC_GP, 0);
 	dt->limit = limit;
 	dt->base = base;

@@ -24,11 +24,6 @@
 #define GATE_INTR 0xe
 #define GATE_TRAP 0xf
 
-static bool canonical(uint64_t v)
-{
-	return (uint64_t)((int64_t)(v << 16) >> 16) == v;
-}
-
 static bool has_error_code(unsigned vector)
 {
 	switch (vector) {
@@ -47,21 +42,13 @@ static bool has_error_code(unsigned vector)
 
 /* ---- delivery -------------------------------------------------------------------------- */
 
-static uint64_t sv_load(struct soft_cpu *c, uint64_t va, unsigned size)
-{
-	soft_sv_begin(c);
-	uint64_t v = soft_load(c, va, size);
-	soft_sv_end(c);
-	return v;
-}
-
 /* The stack pointer a TSS holds at offset off (RSPn or ISTn). */
 static uint64_t tss_rsp(struct soft_cpu *c, unsigned off, uint32_t ext)
 {
 	const struct cpu_segment *tr = &c->seg[SEG_TR];
 	if (tr->unusable || !tr->present || off + 7 > tr->limit)
 		soft_fault(c, EXC_TS, (tr->selector & ~3u) | ext);
-	return sv_load(c, tr->base + off, 8);
+	return soft_sv_load(c, tr->base + off, 8);
 }
 
 void soft_deliver(struct soft_cpu *c, unsigned vector, uint32_t error, bool has_error,
@@ -76,8 +63,8 @@ void soft_deliver(struct soft_cpu *c, unsigned vector, uint32_t error, bool has_
 	uint32_t idt_err = vector * 8 + 2 + ext;
 	if ((uint64_t)vector * 16 + 15 > c->idt.limit)
 		soft_fault(c, EXC_GP, idt_err);
-	uint64_t lo = sv_load(c, c->idt.base + (uint64_t)vector * 16, 8);
-	uint64_t hi = sv_load(c, c->idt.base + (uint64_t)vector * 16 + 8, 8);
+	uint64_t lo = soft_sv_load(c, c->idt.base + (uint64_t)vector * 16, 8);
+	uint64_t hi = soft_sv_load(c, c->idt.base + (uint64_t)vector * 16 + 8, 8);
 	unsigned type = (lo >> 40) & 0x1f, gate_dpl = (lo >> 45) & 3;
 	unsigned cpl = soft_cpl(c);
 	if (type != GATE_INTR && type != GATE_TRAP)
@@ -111,9 +98,9 @@ void soft_deliver(struct soft_cpu *c, unsigned vector, uint32_t error, bool has_
 		rsp = tss_rsp(c, 0x24 + (ist - 1) * 8, ext);
 	else if (new_cpl < cpl)
 		rsp = tss_rsp(c, 4 + new_cpl * 8, ext);
-	if (!canonical(rsp))
+	if (!soft_canonical(rsp))
 		soft_fault(c, EXC_SS, ext);
-	if (!canonical(target))
+	if (!soft_canonical(target))
 		soft_fault(c, EXC_GP, ext);
 	rsp &= ~0xfull;
 
@@ -277,7 +264,7 @@ static void h_iret(struct soft_cpu *c, const struct insn *in)
 	if (!((d >> 47) & 1))
 		soft_fault(c, EXC_NP, cs_sel & ~3u);
 	bool to64 = (d >> 53) & 1;
-	if (to64 && !canonical(rip))
+	if (to64 && !soft_canonical(rip))
 		soft_fault(c, EXC_GP, 0);
 	if (!to64)
 		rip &= 0xffffffffull;
@@ -376,7 +363,7 @@ static void h_sysret(struct soft_cpu *c, const struct insn *in)
 		soft_fault(c, EXC_GP, 0);
 	bool to64 = in->prefix & PFX_REX_W;
 	uint64_t rip = c->gpr[GPR_RCX];
-	if (to64 && !canonical(rip))
+	if (to64 && !soft_canonical(rip))
 		soft_fault(c, EXC_GP, 0);
 	uint16_t sel = (uint16_t)(c->star >> 48);
 	c->rip = to64 ? rip : (uint32_t)rip;

@@ -73,11 +73,6 @@ void soft_cpl_changed(struct soft_cpu *c)
 	c->stop_block = true;
 }
 
-static bool canonical(uint64_t va)
-{
-	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
-}
-
 /* A non-canonical address faults #SS(0) when it is a stack reference (through SS: RSP or RBP
  * based, or push/pop/call/ret) and #GP(0) otherwise. */
 __attribute__((noreturn)) static void noncanonical_fault(struct soft_cpu *c, uint64_t va)
@@ -193,7 +188,7 @@ static uint64_t translate(struct soft_cpu *c, uint64_t va, enum mem_access acc, 
  * with *gpa_out set. Faults otherwise. */
 static uint8_t *resolve(struct soft_cpu *c, uint64_t va, enum mem_access acc, uint64_t *gpa_out)
 {
-	if ((c->efer & EFER_LMA) && !canonical(va))
+	if ((c->efer & EFER_LMA) && !soft_canonical(va))
 		noncanonical_fault(c, va);
 	soft_stats.tlb_misses++;
 	uint64_t page = va & ~0xfffull;

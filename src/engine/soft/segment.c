@@ -17,14 +17,6 @@ static bool long_mode64(const struct soft_cpu *c)
 	return (c->efer & EFER_LMA) && c->seg[SEG_CS].l;
 }
 
-static uint64_t sv_load64(struct soft_cpu *c, uint64_t va)
-{
-	soft_sv_begin(c);
-	uint64_t v = soft_load(c, va, 8);
-	soft_sv_end(c);
-	return v;
-}
-
 bool soft_read_desc(struct soft_cpu *c, uint16_t sel, uint64_t *desc, uint64_t *addr)
 {
 	uint64_t base, limit;
@@ -42,7 +34,7 @@ bool soft_read_desc(struct soft_cpu *c, uint16_t sel, uint64_t *desc, uint64_t *
 	if (off + 7 > limit)
 		return false;
 	*addr = base + off;
-	*desc = sv_load64(c, *addr);
+	*desc = soft_sv_load(c, *addr, 8);
 	return true;
 }
 
@@ -181,7 +173,7 @@ static uint64_t checked_target(struct soft_cpu *c, uint64_t d, uint64_t off, uns
 {
 	bool l = (c->efer & EFER_LMA) && ((d >> 53) & 1);
 	if (l) {
-		if ((uint64_t)((int64_t)(off << 16) >> 16) != off)
+		if (!soft_canonical(off))
 			soft_fault(c, EXC_GP, 0);
 		return off;
 	}
@@ -223,19 +215,17 @@ void soft_far_call(struct soft_cpu *c, uint16_t sel, uint64_t off, unsigned osiz
 	unsigned sw = stack_width(c);
 	uint64_t sp = c->gpr[GPR_RSP] & size_mask(sw);
 	uint64_t ret_cs = c->seg[SEG_CS].selector, ret_ip = c->rip;
-	if (!(c->cr0 & CR0_PE)) {
-		soft_store(c, stack_addr(c, (sp - osize) & size_mask(sw)), ret_cs, osize);
-		soft_store(c, stack_addr(c, (sp - 2 * (uint64_t)osize) & size_mask(sw)), ret_ip,
-			   osize);
-		gpr_write(c, RSP_REF, (sp - 2 * (uint64_t)osize) & size_mask(sw), sw);
-		soft_far_jump(c, sel, off, osize);
-		return;
-	}
-	uint64_t d = code_target(c, sel);
-	uint64_t t = checked_target(c, d, off, osize);
+	bool pm = c->cr0 & CR0_PE;
+	/* Protected mode checks the target before anything is pushed. */
+	uint64_t d = pm ? code_target(c, sel) : 0;
+	uint64_t t = pm ? checked_target(c, d, off, osize) : 0;
 	soft_store(c, stack_addr(c, (sp - osize) & size_mask(sw)), ret_cs, osize);
 	soft_store(c, stack_addr(c, (sp - 2 * (uint64_t)osize) & size_mask(sw)), ret_ip, osize);
 	gpr_write(c, RSP_REF, (sp - 2 * (uint64_t)osize) & size_mask(sw), sw);
+	if (!pm) {
+		soft_far_jump(c, sel, off, osize);
+		return;
+	}
 	soft_load_cs(c, sel, d, soft_cpl(c));
 	c->rip = t;
 }
@@ -291,7 +281,7 @@ static void read_system_desc(struct soft_cpu *c, uint16_t sel, uint64_t *lo, uin
 	if (c->efer & EFER_LMA) {
 		if ((uint64_t)(sel & ~7u) + 15 > c->gdt.limit)
 			soft_fault(c, EXC_GP, sel & ~3u);
-		*hi = sv_load64(c, *addr + 8);
+		*hi = soft_sv_load(c, *addr + 8, 8);
 	}
 }
 
@@ -316,7 +306,7 @@ static void h_ltr(struct soft_cpu *c, const struct insn *in)
 	if (!desc_present(lo))
 		soft_fault(c, EXC_NP, sel & ~3u);
 	uint64_t base = ((lo >> 16) & 0xffffff) | ((lo >> 32) & 0xff000000) | (hi << 32);
-	if (lma && (uint64_t)((int64_t)(base << 16) >> 16) != base)
+	if (lma && !soft_canonical(base))
 		soft_fault(c, EXC_GP, sel & ~3u);
 	/* Mark the TSS busy in the GDT. */
 	soft_sv_begin(c);

@@ -475,6 +475,19 @@ static inline void soft_store(struct soft_cpu *c, uint64_t va, uint64_t v, unsig
 	}
 	soft_store_slow(c, va, v, size);
 }
+/* A supervisor-access load (descriptor tables, IDT, TSS), at any CPL. */
+static inline uint64_t soft_sv_load(struct soft_cpu *c, uint64_t va, unsigned size)
+{
+	soft_sv_begin(c);
+	uint64_t v = soft_load(c, va, size);
+	soft_sv_end(c);
+	return v;
+}
+/* A 64-bit linear address is canonical when bits 63..47 are all equal. */
+static inline bool soft_canonical(uint64_t va)
+{
+	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
+}
 
 /* Little-endian fields of in-memory images (FXSAVE, FNSAVE/FNSTENV) in host buffers. */
 static inline void le_put16(uint8_t *p, uint16_t v)
