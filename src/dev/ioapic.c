@@ -50,9 +50,11 @@ static bool rte_level(uint64_t e)
 	return (e & RTE_LEVEL) && rte_mode(e) <= 1;
 }
 
+/* Inputs are logical levels (1 = asserted) whatever the entry's polarity bit says: devices
+ * raise vm_irq_line(gsi, 1) for an active-low PCI INTx# line too, as with KVM's I/O APIC. */
 static bool asserted(const struct ioapic *io, unsigned pin)
 {
-	return (((io->lines >> pin) & 1) != 0) != ((io->redir[pin] & RTE_POLARITY) != 0);
+	return ((io->lines >> pin) & 1) != 0;
 }
 
 static void deliver_pin(struct ioapic *io, unsigned pin)

@@ -12,12 +12,12 @@
  * Unknown indices read 0 and ignore writes. Entry bits 12 (delivery status, always 0: delivery
  * is immediate) and 14 (remote IRR) are read-only, reserved bits read 0.
  *
- * Semantics: an edge entry delivers on a rising edge of its (polarity-adjusted) input while
+ * Semantics: an edge entry delivers on a rising edge of its input while
  * unmasked; edges while masked are lost. A level entry in fixed or lowest-priority mode
  * delivers while its input is asserted, unmasked and remote IRR is clear, and sets remote IRR;
  * an EOI for its vector (ioapic_eoi, or the EOI register) clears remote IRR and re-delivers if
- * the input is still asserted. Unmasking, or changing the polarity of, an asserted level entry
- * delivers. Entries in SMI, NMI, INIT or ExtINT mode always behave as edge-triggered (the
+ * the input is still asserted. Unmasking an asserted level entry delivers. Inputs are logical
+ * (1 = asserted): the polarity bit is stored for the guest and does not invert them, as in KVM. Entries in SMI, NMI, INIT or ExtINT mode always behave as edge-triggered (the
  * datasheet requires edge for them) and the reserved modes 3 and 6 deliver nothing. Writing an
  * entry as edge-triggered (or to a non-fixed mode) clears its remote IRR. Input line levels are
  * the devices' and survive ioapic_reset. */
