@@ -54,6 +54,18 @@ int bus_register(struct bus *b, uint64_t base, uint64_t len, bus_handler fn, voi
 	return 0;
 }
 
+int bus_take(struct bus *b, uint64_t addr, struct bus_range *out)
+{
+	const struct bus_range *r = bus_find(b, addr);
+	if (!r)
+		return -1;
+	size_t i = (size_t)(r - b->ranges);
+	*out = *r;
+	memmove(&b->ranges[i], &b->ranges[i + 1], (b->n - i - 1) * sizeof(*b->ranges));
+	b->n--;
+	return 0;
+}
+
 const struct bus_range *bus_find(const struct bus *b, uint64_t addr)
 {
 	size_t i = lower_bound(b, addr);

@@ -31,6 +31,9 @@ void bus_destroy(struct bus *b);
 /* Claims [base, base+len). Returns -1 if it overlaps a claimed range or wraps around. */
 int bus_register(struct bus *b, uint64_t base, uint64_t len, bus_handler fn, void *opaque,
 		 const char *name);
+/* Removes the range that holds addr and returns it in *out: for a device that decodes a register
+ * inside another's range (the PCI config ports hold the reset register 0xcf9). -1 if none. */
+int bus_take(struct bus *b, uint64_t addr, struct bus_range *out);
 const struct bus_range *bus_find(const struct bus *b, uint64_t addr);
 /* Dispatches one access of size bytes. Returns -1 (data untouched) when no range holds all of
  * [addr, addr+size). */
