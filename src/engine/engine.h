@@ -66,6 +66,14 @@ struct engine_ops {
 	 * dirty_pages returns the pages written since the previous call and clears them. */
 	int (*dirty_log)(struct vm *vm, bool enable);
 	int (*dirty_pages)(struct vm *vm, uint64_t *bitmap);
+	/* Optional fast paths for devices that run in their own threads (NULL: not offered; the VM
+	 * then delivers through its buses and msi above).
+	 * ioeventfd: a guest write of len bytes at MMIO address addr signals eventfd fd without
+	 * leaving the guest (assign false removes it).
+	 * irqfd_msi: a write to eventfd fd raises the message-signalled interrupt (addr, data);
+	 * called again with the same fd it changes the message; assign false removes it. */
+	int (*ioeventfd)(struct vm *vm, uint64_t addr, unsigned len, int fd, bool assign);
+	int (*irqfd_msi)(struct vm *vm, int fd, uint64_t addr, uint32_t data, bool assign);
 	/* Make a vcpu_run in another thread return soon with VMEXIT_KICKED (from any thread). */
 	void (*kick)(struct vcpu *cpu);
 };

@@ -65,6 +65,37 @@ void vm_irq_line(struct vm *vm, unsigned gsi, int level)
 		log_warn("interrupt line %u could not be set to %d", gsi, level);
 }
 
+int vm_msi(struct vm *vm, uint64_t addr, uint32_t data)
+{
+	if (vm->irqchip)
+		return irqchip_msi(vm->irqchip, addr, data);
+	return vm->engine->msi(vm, addr, data);
+}
+
+int vm_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, int fd, bool assign)
+{
+	if (!vm->engine->ioeventfd)
+		return 1;
+	if (vm->engine->ioeventfd(vm, addr, len, fd, assign) < 0) {
+		log_error("cannot %s the notification address 0x%llx in the engine",
+			  assign ? "register" : "unregister", (unsigned long long)addr);
+		return -1;
+	}
+	return 0;
+}
+
+int vm_irqfd_msi(struct vm *vm, int fd, uint64_t addr, uint32_t data, bool assign)
+{
+	if (!vm->engine->irqfd_msi || vm->irqchip)
+		return 1;
+	if (vm->engine->irqfd_msi(vm, fd, addr, data, assign) < 0) {
+		log_error("cannot %s an interrupt route (MSI 0x%llx/0x%x) in the engine",
+			  assign ? "set" : "remove", (unsigned long long)addr, data);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- the vCPU loop: one short switch over exit reasons ----------------------------------- */
 
 static uint64_t vcpu_rip(struct vcpu *cpu)

@@ -9,14 +9,24 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/block.h"
 #include "engine/engine.h"
 #include "vm/bus.h"
 #include "vm/device.h"
 #include "vm/mem.h"
 
-#define VM_MAX_VCPUS 64
+#define VM_MAX_VCPUS  64
+#define VM_MAX_DRIVES 8
 
 struct chardev;
+struct pci_bus;
+
+/* A disk (--drive): a virtio-blk device on an image file. */
+struct vm_drive {
+	const char *file;
+	enum block_format format;
+	bool readonly;
+};
 
 struct vm_config {
 	const char *kernel;
@@ -30,6 +40,9 @@ struct vm_config {
 	bool linux_direct; /* bzImage: decompress on the host and enter the kernel (not its stub) */
 	bool triple_fault_reset; /* a triple fault resets the guest (else the VM stops, status 4) */
 	struct chardev *serial_dev; /* opened by the caller from serial; outlives reboots */
+	struct vm_drive drives[VM_MAX_DRIVES];
+	unsigned ndrives;
+	bool rng; /* a virtio-rng device */
 };
 
 /* Why the VM stopped. */
@@ -65,6 +78,7 @@ struct vm {
 	struct device *devices;
 	struct chardev *serial;
 	struct irqchip *irqchip; /* user-space interrupt controllers (vm/irqchip.h), or NULL */
+	struct pci_bus *pci;     /* the PCI bus (dev/pci.h), created with the devices */
 	unsigned nvcpus;
 	struct vcpu vcpus[VM_MAX_VCPUS];
 
@@ -95,6 +109,14 @@ int vm_mmio(struct vcpu *cpu, uint64_t addr, uint8_t *data, unsigned size, bool 
 /* Raise or lower an interrupt line (a GSI); routed to the user-space interrupt controllers when
  * the VM has them, else to the engine's. */
 void vm_irq_line(struct vm *vm, unsigned gsi, int level);
+/* A message-signalled interrupt (a PCI device's MSI/MSI-X write), from any thread. -1 if the
+ * message is not one the interrupt controllers accept. */
+int vm_msi(struct vm *vm, uint64_t addr, uint32_t data);
+/* The engine's fast paths (engine_ops.ioeventfd / irqfd_msi) when it has them. Return 0 when
+ * installed, 1 when the engine has none (the device then handles the MMIO write / calls vm_msi
+ * itself), -1 on failure (reported). */
+int vm_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, int fd, bool assign);
+int vm_irqfd_msi(struct vm *vm, int fd, uint64_t addr, uint32_t data, bool assign);
 /* The vCPU the calling thread runs (NULL on other threads): devices that exist once per vCPU,
  * like the local APIC, use it to tell whose access they see. */
 struct vcpu *vm_current_vcpu(void);

@@ -40,6 +40,9 @@ static const struct {
     {KVM_CAP_DEBUGREGS, "DEBUGREGS"},
     {KVM_CAP_SIGNAL_MSI, "SIGNAL_MSI"},
     {KVM_CAP_IRQ_INJECT_STATUS, "IRQ_INJECT_STATUS"},
+    {KVM_CAP_IOEVENTFD, "IOEVENTFD"},
+    {KVM_CAP_IRQFD, "IRQFD"},
+    {KVM_CAP_IRQ_ROUTING, "IRQ_ROUTING"},
 };
 
 static int open_kvm(char *why, size_t why_len)
@@ -130,6 +133,7 @@ static int kvm_vm_init(struct vm *vm)
 	if (!kv)
 		return -1;
 	kv->vm_fd = -1;
+	kvm_routes_init(kv);
 	vm->engine_data = kv;
 	kv->sys_fd = open_kvm(why, sizeof(why));
 	if (kv->sys_fd < 0) {
@@ -188,6 +192,7 @@ static void kvm_vm_destroy(struct vm *vm)
 		close(kv->sys_fd);
 	free(kv->supported_cpuid);
 	free(kv->msr_list);
+	pthread_mutex_destroy(&kv->route_lock);
 	free(kv);
 	vm->engine_data = NULL;
 }
@@ -444,5 +449,7 @@ const struct engine_ops kvm_engine = {
     .nmi = kvm_nmi,
     .dirty_log = kvm_dirty_log,
     .dirty_pages = kvm_dirty_pages,
+    .ioeventfd = kvm_ioeventfd,
+    .irqfd_msi = kvm_irqfd_msi,
     .kick = kvm_kick,
 };
