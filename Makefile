@@ -6,7 +6,7 @@ SAN     ?=
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 ALLCFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -MMD -MP $(CFLAGS)
-LDLIBS  := -pthread -lutil -lZydis -llzma
+LDLIBS  := -pthread -lutil -lZydis -llzma -lz
 ifeq ($(SAN),1)
 ALLCFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS   += -fsanitize=address,undefined

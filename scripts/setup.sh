@@ -3,7 +3,7 @@
 # it asks apt only when something is missing.
 set -euo pipefail
 pkgs=(build-essential clang libclang-rt-14-dev llvm libcmocka-dev libzydis-dev binutils pkg-config
-      busybox-static file liblzma-dev cpio
+      busybox-static file liblzma-dev zlib1g-dev cpio qemu-utils acpica-tools
       clang-format clang-tidy cppcheck util-linux)
 [ "${1:-}" = "--bench" ] && pkgs+=(qemu-system-x86 qemu-user time bc)
 missing=()
