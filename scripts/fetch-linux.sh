@@ -5,10 +5,11 @@
 # (in CI) reuses it:
 #   ${FERRY_CACHE:-/var/cache/ferry}/linux/
 #     vmlinuz             the kernel's bzImage
-#     initramfs.cpio.gz   busybox + applet links, /init, /dev/console (newc cpio, gzip)
+#     initramfs.cpio.gz   busybox + applet links, /init, /dev/console, the virtio and ext4
+#                         modules in /lib/modules (newc cpio, gzip)
 #     version             the kernel release (uname -r)
 #     config              the kernel's build configuration
-#     lib/modules/<ver>/  the kernel package's modules (not in the initramfs)
+#     lib/modules/<ver>/  the kernel package's modules (the few /init loads are copied in)
 # Idempotent: the kernel is downloaded once (delete the directory to take a newer one); the
 # initramfs is rebuilt when /init or the benchmark workload differ from the copies used last time.
 set -euo pipefail
@@ -16,6 +17,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 init_src=$repo/tests/guests/linux/init
 work_src=$repo/tests/guests/linux/bench-work.sh
+modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
+virtio-rng virtio_console failover net_failover virtio_net crc16 mbcache jbd2 crc32c_generic ext4"
+modules=$(echo $modules)
 out=${FERRY_CACHE:-/var/cache/ferry}/linux
 tmp=
 
@@ -40,7 +44,8 @@ have_kernel() {
 initramfs_current() {
 	[ -s "$out/initramfs.cpio.gz" ] || return 1
 	# A fresh clone dates every file at checkout: unchanged sources still count as current.
-	cmp -s "$out/init" "$init_src" && cmp -s "$out/bench-work.sh" "$work_src"
+	cmp -s "$out/init" "$init_src" && cmp -s "$out/bench-work.sh" "$work_src" &&
+		[ "$(cat "$out/modules" 2>/dev/null)" = "$modules" ]
 }
 report() {
 	echo "kernel:    $out/vmlinuz ($(cat "$out/version"))"
@@ -134,6 +139,16 @@ build_initramfs() {
 		esac
 		[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 	done
+	# The kernel's virtio drivers and ext4 are modules: /init loads these, in this order
+	# (each after the modules it depends on), from /lib/modules.
+	mkdir -p "$root/lib/modules"
+	local mod path mods=$out/lib/modules/$(cat "$out/version")/kernel
+	for mod in $modules; do
+		path=$(find "$mods" -name "$mod.ko" -print -quit)
+		[ -n "$path" ] || die "the kernel package has no module $mod.ko"
+		cp "$path" "$root/lib/modules/"
+	done
+	echo "$modules" >"$root/lib/modules/order"
 	local need
 	for need in bin/sh sbin/poweroff usr/bin/setsid bin/cttyhack bin/mount; do
 		[ -L "$root/$need" ] || die "busybox lacks the applet $need that /init needs"
@@ -147,6 +162,7 @@ build_initramfs() {
 	mv "$tmp/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
 	cp "$init_src" "$out/init"
 	cp "$work_src" "$out/bench-work.sh"
+	echo "$modules" >"$out/modules"
 }
 
 have_kernel || extract_kernel

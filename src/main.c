@@ -40,6 +40,10 @@ static const char usage[] =
     "                       reset (as a PC does; with --no-reboot ferry then exits 0)\n"
     "  --linux-entry E      direct (default): decompress a Linux bzImage on the host and\n"
     "                       enter the kernel itself; decompressor: run its own decompressor\n"
+    "  --drive file=PATH,format=raw|qcow2[,readonly=on]\n"
+    "                       a virtio-blk disk on an image file (repeatable, up to 8; the\n"
+    "                       format is never guessed; ',,' stands for a comma in PATH)\n"
+    "  --rng                a virtio-rng device fed from the host's getrandom()\n"
     "  -v, --verbose        say more about what happens\n"
     "\n"
     "On the stdio console, Ctrl-A x quits and Ctrl-A h lists the other keys.\n"
@@ -65,7 +69,97 @@ enum {
 	OPT_NO_REBOOT,
 	OPT_LINUX_ENTRY,
 	OPT_TRIPLE_FAULT,
+	OPT_DRIVE,
+	OPT_RNG,
 };
+
+/* Splits the next key=value item off a QEMU-style option string ("a=1,b=2"; ",," is a literal
+ * comma). Rewrites s in place; *key and *val point into it. Returns 0 at the end, 1 with an
+ * item, -1 for an item without '='. */
+static int next_kv(char **s, char **key, char **val)
+{
+	char *p = *s;
+	if (!p || !*p)
+		return 0;
+	char *w = p, *r = p;
+	*key = p;
+	*val = NULL;
+	for (;;) {
+		if (*r == ',' && r[1] == ',') {
+			*w++ = ',';
+			r += 2;
+			continue;
+		}
+		if (*r == ',' || !*r) {
+			*s = *r ? r + 1 : r;
+			*w = 0;
+			break;
+		}
+		if (*r == '=' && !*val) {
+			*w++ = 0;
+			*val = w;
+			r++;
+			continue;
+		}
+		*w++ = *r++;
+	}
+	return *val ? 1 : -1;
+}
+
+static int parse_onoff(const char *v, bool *out)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes"))
+		*out = true;
+	else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no"))
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
+/* --drive file=PATH,format=raw|qcow2[,readonly=on|off] */
+static int parse_drive(char *arg, struct vm_config *cfg)
+{
+	if (cfg->ndrives == VM_MAX_DRIVES)
+		return usage_error("too many --drive options (at most %s)", "8");
+	struct vm_drive d = {.format = BLOCK_RAW};
+	bool have_format = false;
+	char *key, *val;
+	int rc;
+	while ((rc = next_kv(&arg, &key, &val)) != 0) {
+		if (rc < 0)
+			return usage_error("--drive: '%s' is not key=value", key);
+		if (!strcmp(key, "file")) {
+			d.file = val;
+		} else if (!strcmp(key, "format")) {
+			if (!strcmp(val, "raw"))
+				d.format = BLOCK_RAW;
+			else if (!strcmp(val, "qcow2"))
+				d.format = BLOCK_QCOW2;
+			else
+				return usage_error(
+				    "--drive: unknown format '%s' (use raw or qcow2)", val);
+			have_format = true;
+		} else if (!strcmp(key, "readonly")) {
+			if (parse_onoff(val, &d.readonly) < 0)
+				return usage_error("--drive: readonly=%s: use on or off", val);
+		} else if (!strcmp(key, "if")) {
+			if (strcmp(val, "virtio") != 0)
+				return usage_error("--drive: if=%s: only virtio disks exist", val);
+		} else {
+			return usage_error("--drive: unknown key '%s' (file, format, readonly)",
+					   key);
+		}
+	}
+	if (!d.file || !*d.file)
+		return usage_error("%s", "--drive needs file=PATH");
+	if (!have_format)
+		return usage_error("--drive %s: say format=raw or format=qcow2 (ferry does not "
+				   "guess an image's format)",
+				   d.file);
+	cfg->drives[cfg->ndrives++] = d;
+	return 0;
+}
 
 static int parse_run(int argc, char **argv, struct vm_config *cfg)
 {
@@ -80,6 +174,8 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg)
 	    {"no-reboot", no_argument, NULL, OPT_NO_REBOOT},
 	    {"linux-entry", required_argument, NULL, OPT_LINUX_ENTRY},
 	    {"triple-fault", required_argument, NULL, OPT_TRIPLE_FAULT},
+	    {"drive", required_argument, NULL, OPT_DRIVE},
+	    {"rng", no_argument, NULL, OPT_RNG},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -150,6 +246,13 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg)
 				return usage_error(
 				    "unknown Linux entry '%s' (use direct or decompressor)",
 				    optarg);
+			break;
+		case OPT_DRIVE:
+			if (parse_drive(optarg, cfg) != 0)
+				return FERRY_EXIT_USAGE;
+			break;
+		case OPT_RNG:
+			cfg->rng = true;
 			break;
 		case 'v':
 			log_verbose = 1;

@@ -414,7 +414,7 @@ if begin unmapped-mmio guest; then
 	expect_out 'about to touch unmapped MMIO'
 	expect_no_out 'store returned'
 	expect_err_one_line
-	expect_err 'unmapped MMIO' '0x0*d0000000' 'rip'
+	expect_err 'unmapped MMIO' '0x0*f0000000' 'rip'
 	end
 fi
 
@@ -522,6 +522,25 @@ if begin timer-rtc guest; then
 	expect_rc 1
 	expect_out 'timer: 20 ticks' 'rtc: [0-9]+ ticks in one RTC second \([0-9]+ TSC cycles\)' 'timer_test ok'
 	expect_no_out 'FAIL'
+	end
+fi
+
+if begin virtio-rng guest; then
+	# A small virtio 1.x PCI driver: the PCI scan and capabilities, then virtio-rng's queue
+	# served with an MSI-X interrupt (irqfd on KVM) and again with INTx through the I/O APIC,
+	# and a descriptor outside RAM that must put the device in NEEDS_RESET.
+	ferry_guest --kernel "$G/virtio_test.elf" --rng
+	expect_rc 1
+	expect_out 'virtio-rng at 00:[0-9a-f]{2}\.0, revision [1-9][0-9]*, subsystem 1af4:1044, irq pin 1 line [0-9]+' \
+		'caps: common \+0x[0-9a-f]+ notify \+0x[0-9a-f]+ \(x[0-9]+\) isr \+0x[0-9a-f]+ msix \+0x[0-9a-f]+' \
+		'msix: interrupt on vector 0x31' \
+		'msix: used idx 2, lens 64 and 32, bytes [0-9a-f]{8}\.\.\.' \
+		'intx: interrupt on GSI (1[6-9]|2[0-3]), ISR 0x1' \
+		'intx: used idx 2, lens 64 and 32, bytes [0-9a-f]{8}\.\.\.' \
+		'bad buffer: status 0x4f after [0-9]+ reads, ISR 0x2, used idx 0' \
+		'reset: status 0' 'virtio_test ok'
+	expect_no_out 'FAIL'
+	expect_err 'virtio-rng: the guest driver broke a rule \(descriptor 0: .*outside RAM\): device needs reset'
 	end
 fi
 
@@ -681,6 +700,79 @@ if begin_linux linux-decompressor; then
 	linux_finish
 	expect_rc 0
 	expect_out 'ferry-init: up 6\.1\..*' '\[ *[0-9.]+\] reboot: Power down'
+	end
+fi
+
+# ---- virtio devices under Linux ----
+
+# linux_session ARGS... -- LINES...: boots, types each line at the next prompt, waits for the
+# power-off. The last line should power off.
+linux_session() {
+	local args=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		args+=("$1")
+		shift
+	done
+	shift
+	linux_start --append "console=ttyS0" "${args[@]}"
+	local n=0 line
+	for line in "$@"; do
+		n=$((n + 1))
+		linux_type "$line" "$n" || { kill "$BGPID" 2>/dev/null; break; }
+	done
+	linux_finish
+}
+
+if begin_linux linux-virtio-blk; then
+	# A raw image: make a file system, write, power off; boot again with the disk read-only
+	# and read it back. Discard reaches the host file (holes), the rng feeds /dev/hwrng.
+	img=$TMP/disk.raw
+	truncate -s 64M "$img"
+	linux_session --drive "file=$img,format=raw" --rng -- \
+		'cat /sys/block/vda/size /sys/block/vda/serial; echo; mke2fs -q /dev/vda && echo mkfs-ok' \
+		'mkdir /mnt && mount -t ext2 /dev/vda /mnt && echo hello-virtio > /mnt/hello && dd if=/dev/urandom of=/mnt/big bs=64k count=80 2>/dev/null && md5sum /mnt/big > /mnt/big.md5 && cat /mnt/big.md5 && sync && echo write-ok' \
+		'dd if=/dev/urandom of=/mnt/junk bs=64k count=64 2>/dev/null; sync; rm /mnt/junk; fstrim -v /mnt; umount /mnt && echo umount-ok' \
+		'cat /sys/class/misc/hw_random/rng_current; head -c 32 /dev/hwrng | md5sum; poweroff -f'
+	expect_rc 0
+	expect_out 'mkfs-ok' 'write-ok' 'umount-ok' '^131072$' 'ferry-disk0' 'virtio_rng\.0' \
+		'/mnt: [0-9]+ bytes trimmed'
+	sum1=$(grep -m1 -E '^[0-9a-f]{32}  /mnt/big$' "$TMP/out" | cut -d' ' -f1)
+	[ -n "$sum1" ] || fail "no checksum of the written file"
+	grep -qi 'kernel panic\|BUG:\|Oops\|I/O error' "$TMP/out" && fail "the kernel reported a problem"
+	e2fsck -fn "$img" >"$TMP/fsck" 2>&1 || fail "e2fsck finds the file system written through virtio-blk unclean: $(tail -3 "$TMP/fsck")"
+	used=$(du -k "$img" | cut -f1)
+	[ "$used" -lt 12000 ] || fail "discarded blocks still take host space ($used KiB allocated)"
+	linux_session --drive "file=$img,format=raw,readonly=on" -- \
+		'cat /sys/block/vda/ro; mkdir /mnt && mount -t ext2 -o ro /dev/vda /mnt && cat /mnt/hello && md5sum /mnt/big && cat /mnt/big.md5' \
+		'dd if=/dev/zero of=/dev/vda bs=512 count=1 2>&1 | tail -1; echo dd-status $?; poweroff -f'
+	expect_rc 0
+	expect_out '^1$' 'hello-virtio' "^$sum1  /mnt/big"
+	[ "$(grep -c "^$sum1  /mnt/big" "$TMP/out")" -ge 2 ] || fail "the file read back differs"
+	end
+fi
+
+if begin_linux linux-virtio-qcow2; then
+	# A qcow2 image made by qemu-img: Linux makes a file system and writes; then qemu-img
+	# check finds the image clean and the files are read back on the host.
+	if ! command -v qemu-img >/dev/null || ! command -v debugfs >/dev/null; then
+		fail "qemu-img or debugfs is missing (run scripts/setup.sh)"
+	else
+		img=$TMP/disk.qcow2
+		qemu-img create -q -f qcow2 "$img" 64M
+		linux_session --drive "file=$img,format=qcow2" -- \
+			'mke2fs -q /dev/vda && mkdir /mnt && mount -t ext2 /dev/vda /mnt && echo hello-qcow2 > /mnt/hello && dd if=/dev/urandom of=/mnt/big bs=64k count=48 2>/dev/null && md5sum /mnt/big && sync && umount /mnt && echo umount-ok' \
+			'poweroff -f'
+		expect_rc 0
+		expect_out 'umount-ok'
+		sum=$(grep -m1 -E '^[0-9a-f]{32}  /mnt/big$' "$TMP/out" | cut -d' ' -f1)
+		qemu-img check -q "$img" >"$TMP/check" 2>&1 || fail "qemu-img check: $(head -5 "$TMP/check")"
+		qemu-img convert -O raw "$img" "$TMP/flat.raw"
+		[ "$(debugfs -R 'cat /hello' "$TMP/flat.raw" 2>/dev/null)" = hello-qcow2 ] ||
+			fail "the file written in the guest is not in the image"
+		debugfs -R 'dump /big '"$TMP/big" "$TMP/flat.raw" >/dev/null 2>&1
+		[ -n "$sum" ] && [ "$(md5sum <"$TMP/big" | cut -d' ' -f1)" = "$sum" ] ||
+			fail "the big file in the image differs from what the guest wrote"
+	fi
 	end
 fi
 
