@@ -15,6 +15,7 @@
 
 #include "arch/x86/boot.h"
 #include "arch/x86/xz.h"
+#include "dev/pci.h"
 #include "engine/cpu_state.h"
 #include "vm/mem.h"
 
@@ -1396,12 +1397,12 @@ static void test_mptable(void **state)
 	assert_int_equal(sum(gp(f, cfg, len), len), 0);
 	assert_memory_equal(hdr + 8, "FERRY", 5);
 	assert_int_equal(r32(hdr + 36), 0xfee00000);
-	assert_int_equal(count, ncpus + 1 + 1 + 15 + 2);
+	assert_int_equal(count, ncpus + 2 + 1 + 15 + 31 * 4 + 2);
 	assert_int_equal(len, 44 + 20 * ncpus + 8 * (count - ncpus));
 
 	/* Walk the entries. */
 	const uint8_t *e = hdr + 44;
-	unsigned cpus = 0, irqs = 0, lints = 0;
+	unsigned cpus = 0, irqs = 0, pci_irqs = 0, lints = 0, buses = 0;
 	for (unsigned i = 0; i < count; i++) {
 		switch (e[0]) {
 		case 0:
@@ -1410,8 +1411,10 @@ static void test_mptable(void **state)
 			cpus++;
 			e += 20;
 			continue;
-		case 1:
-			assert_memory_equal(e + 2, "ISA   ", 6);
+		case 1: /* PCI is bus 0 (Linux matches MP bus IDs to PCI bus numbers), ISA bus 1 */
+			assert_int_equal(e[1], buses);
+			assert_memory_equal(e + 2, buses == 0 ? "PCI   " : "ISA   ", 6);
+			buses++;
 			break;
 		case 2:
 			assert_int_equal(e[1], ncpus);
@@ -1419,9 +1422,18 @@ static void test_mptable(void **state)
 			assert_int_equal(r32(e + 4), 0xfec00000);
 			break;
 		case 3:
+			assert_int_equal(e[6], ncpus);
+			if (e[4] == 0) { /* PCI: (slot << 2) | pin, level, active low */
+				unsigned slot = e[5] >> 2, pin = e[5] & 3;
+				assert_true(slot >= 1 && slot < PCI_SLOTS);
+				assert_int_equal(r16(e + 2), 0x000f);
+				assert_int_equal(e[7], PCI_INTX_GSI(slot, pin));
+				pci_irqs++;
+				break;
+			}
+			assert_int_equal(e[4], 1);
 			assert_int_not_equal(e[5], 2);
 			assert_int_equal(e[7], e[5] == 0 ? 2 : e[5]);
-			assert_int_equal(e[6], ncpus);
 			irqs++;
 			break;
 		case 4:
@@ -1436,6 +1448,8 @@ static void test_mptable(void **state)
 	}
 	assert_int_equal(cpus, ncpus);
 	assert_int_equal(irqs, 15);
+	assert_int_equal(pci_irqs, 31 * 4);
+	assert_int_equal(buses, 2);
 	assert_int_equal(lints, 2);
 
 	assert_int_equal(mptable_write(&f->mem, 0, f->err, sizeof(f->err)), -1);

@@ -1,9 +1,11 @@
 /* Intel MultiProcessor Specification 1.4 tables: a floating pointer structure in the BIOS area
- * and the configuration table right after it, describing the processors, the ISA bus, the
- * I/O APIC and how ISA interrupts reach it. */
+ * and the configuration table right after it, describing the processors, the ISA and PCI buses,
+ * the I/O APIC and how ISA and PCI interrupts reach it (for guests booted without ACPI; the
+ * DSDT's _PRT says the same). */
 #include <string.h>
 
 #include "arch/x86/boot.h"
+#include "dev/pci.h"
 #include "util/log.h"
 
 #define MP_SPEC_REV   4 /* 1.4 */
@@ -12,10 +14,11 @@
 #define MP_CPU_SIZE   20
 #define MP_ENTRY_SIZE 8
 #define MP_ISA_IRQS   16
+#define MP_PCI_INTX   ((PCI_SLOTS - 1) * 4) /* slots 1..31, pins A-D */
 #define MP_MAX_CPUS   254 /* xAPIC IDs 0..ncpus-1, then the I/O APIC's; 0xff is broadcast */
 #define MP_TABLE_MAX                                                                               \
 	(MP_FPS_SIZE + MP_HDR_SIZE + MP_MAX_CPUS * MP_CPU_SIZE +                                   \
-	 (2 + MP_ISA_IRQS + 2) * MP_ENTRY_SIZE)
+	 (3 + MP_ISA_IRQS + 2 + MP_PCI_INTX) * MP_ENTRY_SIZE)
 
 enum { MP_PROCESSOR, MP_BUS, MP_IOAPIC, MP_IOINTR, MP_LINTR };
 enum { MP_INT, MP_NMI, MP_SMI, MP_EXTINT }; /* interrupt types */
@@ -27,7 +30,11 @@ enum { MP_INT, MP_NMI, MP_SMI, MP_EXTINT }; /* interrupt types */
 #define IOAPIC_ADDR    0xfec00000u
 #define CPU_SIGNATURE  0x600 /* family 6 */
 #define CPU_FEATURES   0x201 /* CPUID.1:EDX FPU and APIC */
-#define ISA_BUS        0
+/* Linux matches a PCI interrupt entry's MP bus ID against the PCI bus number itself, so PCI bus
+ * 0 is MP bus 0 (as PC BIOSes number them) and ISA comes after it. */
+#define PCI_BUS        0
+#define ISA_BUS        1
+#define PCI_INTX_FLAGS 0x000f /* active low (polarity 3), level-triggered (trigger 3) */
 #define LAPIC_ALL      0xff
 
 struct mp_writer {
@@ -78,13 +85,13 @@ static void put_cpu(struct mp_writer *w, unsigned id)
 }
 
 /* Entries 3 (I/O APIC input) and 4 (local APIC input) share one layout. */
-static void put_intr(struct mp_writer *w, uint8_t entry, uint8_t type, uint8_t src_irq,
-		     uint8_t dst_id, uint8_t dst_pin)
+static void put_intr(struct mp_writer *w, uint8_t entry, uint8_t type, uint16_t flags, uint8_t bus,
+		     uint8_t src_irq, uint8_t dst_id, uint8_t dst_pin)
 {
 	put8(w, entry);
 	put8(w, type);
-	put16(w, 0); /* polarity and trigger as the bus defines them (ISA: edge, high) */
-	put8(w, ISA_BUS);
+	put16(w, flags); /* 0: polarity and trigger as the bus defines them (ISA: edge, high) */
+	put8(w, bus);
 	put8(w, src_irq);
 	put8(w, dst_id);
 	put8(w, dst_pin);
@@ -112,9 +119,12 @@ static void put_config(struct mp_writer *w, unsigned ncpus)
 	for (unsigned i = 0; i < ncpus; i++, n++)
 		put_cpu(w, i);
 	put8(w, MP_BUS);
+	put8(w, PCI_BUS);
+	put(w, "PCI   ", 6);
+	put8(w, MP_BUS);
 	put8(w, ISA_BUS);
 	put(w, "ISA   ", 6);
-	n++;
+	n += 2;
 	uint8_t ioapic = (uint8_t)ncpus;
 	put8(w, MP_IOAPIC);
 	put8(w, ioapic);
@@ -126,11 +136,17 @@ static void put_config(struct mp_writer *w, unsigned ncpus)
 	for (uint8_t irq = 0; irq < MP_ISA_IRQS; irq++) {
 		if (irq == 2)
 			continue;
-		put_intr(w, MP_IOINTR, MP_INT, irq, ioapic, irq == 0 ? 2 : irq);
+		put_intr(w, MP_IOINTR, MP_INT, 0, ISA_BUS, irq, ioapic, irq == 0 ? 2 : irq);
 		n++;
 	}
-	put_intr(w, MP_LINTR, MP_EXTINT, 0, LAPIC_ALL, 0);
-	put_intr(w, MP_LINTR, MP_NMI, 0, LAPIC_ALL, 1);
+	/* A PCI source IRQ is (device << 2) | pin (MP spec D.3). */
+	for (unsigned slot = 1; slot < PCI_SLOTS; slot++)
+		for (unsigned pin = 0; pin < 4; pin++, n++)
+			put_intr(w, MP_IOINTR, MP_INT, PCI_INTX_FLAGS, PCI_BUS,
+				 (uint8_t)(slot << 2 | pin), ioapic,
+				 (uint8_t)PCI_INTX_GSI(slot, pin));
+	put_intr(w, MP_LINTR, MP_EXTINT, 0, ISA_BUS, 0, LAPIC_ALL, 0);
+	put_intr(w, MP_LINTR, MP_NMI, 0, ISA_BUS, 0, LAPIC_ALL, 1);
 	n += 2;
 
 	uint8_t *hdr = w->buf + start;
