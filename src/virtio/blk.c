@@ -188,9 +188,9 @@ static int blk_create_one(struct vm *vm, unsigned index)
 	}
 	b->img = block_open(d->file, d->format, d->readonly, err, sizeof(err));
 	if (!b->img) {
-		log_error("drive %s: %s", d->file, err);
+		log_error("--drive: %s", err);
 		free(b);
-		return -1;
+		return DEVICE_BAD_INPUT;
 	}
 	b->index = index;
 	/* The ID is up to 20 bytes, NUL-terminated only when shorter. */
@@ -235,9 +235,11 @@ static int blk_create_one(struct vm *vm, unsigned index)
 
 static int blk_create(struct vm *vm)
 {
-	for (unsigned i = 0; i < vm->cfg->ndrives; i++)
-		if (blk_create_one(vm, i) < 0)
-			return -1;
+	for (unsigned i = 0; i < vm->cfg->ndrives; i++) {
+		int rc = blk_create_one(vm, i);
+		if (rc < 0)
+			return rc;
+	}
 	return 0;
 }
 

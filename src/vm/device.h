@@ -17,12 +17,16 @@ struct device {
 	struct device *next;
 };
 
+#define DEVICE_BAD_INPUT (-2)
+
 struct device_type {
 	const char *name;
 	int order; /* lower creates first; ties keep registration order */
 	/* Creates the device on vm (claiming bus ranges, adding itself with vm_add_device).
-	 * Returns 0, or -1 with a message already reported. A type may decide it is not wanted
-	 * by this VM's configuration and return 0 without adding anything. */
+	 * Returns 0; -1 with a message already reported; or DEVICE_BAD_INPUT when the
+	 * configuration names bad input (an unreadable or malformed image): the one line
+	 * reported says why and ferry exits with the usage status. A type may decide it is not
+	 * wanted by this VM's configuration and return 0 without adding anything. */
 	int (*create)(struct vm *vm);
 	struct device_type *next;
 };

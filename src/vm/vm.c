@@ -311,13 +311,19 @@ static int setup_bsp(struct vm *vm, const struct cpu_state *boot)
 	return rc;
 }
 
-static int create_devices(struct vm *vm)
+static int create_devices(struct vm *vm, int *status)
 {
-	for (struct device_type *t = device_types(); t; t = t->next)
-		if (t->create(vm) < 0) {
+	for (struct device_type *t = device_types(); t; t = t->next) {
+		int rc = t->create(vm);
+		if (rc == DEVICE_BAD_INPUT) {
+			*status = FERRY_EXIT_USAGE;
+			return -1;
+		}
+		if (rc < 0) {
 			log_error("cannot create device %s", t->name);
 			return -1;
 		}
+	}
 	return 0;
 }
 
@@ -359,7 +365,7 @@ struct vm *vm_create(const struct vm_config *cfg, const struct engine_ops *engin
 		if (engine->vcpu_init(&vm->vcpus[i]) < 0)
 			goto fail;
 	}
-	if (create_devices(vm) < 0 || setup_bsp(vm, boot) < 0)
+	if (create_devices(vm, status) < 0 || setup_bsp(vm, boot) < 0)
 		goto fail;
 	free(boot);
 	*status = FERRY_EXIT_OK;

@@ -266,6 +266,22 @@ if begin option-missing-value; then
 	end
 fi
 
+# --drive: every mistake is one line and status 2, before the guest runs.
+truncate -s 1M "$TMP/ok.raw"
+head -c 1000 /dev/zero >"$TMP/odd.raw"
+for spec in "file=$TMP/ok.raw" "file=$TMP/ok.raw,format=vmdk" "format=raw" \
+	"file=$TMP/ok.raw,format=raw,cache=none" "file=$TMP/ok.raw,format=raw,readonly=maybe" \
+	"file=$TMP/ok.raw,format" "file=$TMP/no-such.img,format=raw" "file=$TMP/ok.raw,format=qcow2" \
+	"file=$TMP/odd.raw,format=raw" "file=$TMP/,format=raw"; do
+	if begin "drive-bad-$(echo "${spec#file=$TMP/}" | tr -c 'a-z0-9\n' '-')"; then
+		bad_ferry run --engine soft --kernel "$G/mb_test.elf" --drive "$spec"
+		expect_rc 2
+		expect_err_one_line
+		expect_err '^ferry: .*(drive|format)'
+		end
+	fi
+done
+
 # ---- bad input files (loaded before the VM starts; KVM engine requested explicitly) ----
 
 if begin kernel-missing kvm; then
@@ -773,6 +789,197 @@ if begin_linux linux-virtio-qcow2; then
 		[ -n "$sum" ] && [ "$(md5sum <"$TMP/big" | cut -d' ' -f1)" = "$sum" ] ||
 			fail "the big file in the image differs from what the guest wrote"
 	fi
+	end
+fi
+
+# ---- virtio-net under Linux ----
+# The cases leave nothing behind even when they fail or the script is stopped: net_cleanup (also
+# run at exit) ends the processes they started and deletes their network namespace, which takes
+# its bridge and taps with it. Ports on the host are picked free, on 127.0.0.1 only.
+
+NET_PIDS=() NET_NS=
+net_cleanup() {
+	local p
+	for p in "${NET_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${NET_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	NET_PIDS=()
+	[ -n "$NET_NS" ] && ip netns del "$NET_NS" 2>/dev/null
+	NET_NS=
+}
+trap 'net_cleanup; cleanup' EXIT
+net_free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 40000))
+		ss -Hltun "sport = :$p" 2>/dev/null | grep -q . || break
+	done
+	echo "$p"
+}
+if begin net-options; then
+	# Each bad --net gives exit status 2 and one line that names the option.
+	for a in bogus tap tap,ifname= tap,ifname=name-is-too-long tap,ifname=a/b \
+		user,mac=01:00:5e:00:00:01 user,mac=52:54:00:12:34 user,hostfwd=tcp::80 \
+		user,hostfwd=sctp::1-:2 user,hostfwd=tcp::70000-:80 user,ifname=x \
+		tap,ifname=x,hostfwd=tcp::1-:2 user,offload=on tap,ifname=x,offload=maybe user,junk; do
+		bad_ferry run --kernel "$G/mb_test.elf" --net "$a"
+		[ "$RC" = 2 ] || fail "--net $a: exit status $RC, not 2"
+		{ [ "$(wc -l <"$TMP/err")" = 1 ] && grep -q '^ferry: .*--net' "$TMP/err"; } ||
+			fail "--net $a: not one line naming --net: $(head -2 "$TMP/err" | tr '\n' ' ')"
+	done
+	bad_ferry run --kernel "$G/mb_test.elf" --net user --net user --net user --net user --net user
+	expect_rc 2
+	expect_err_one_line
+	expect_err 'too many --net'
+	end
+fi
+
+if begin net-backend-errors guest; then
+	# Backends that cannot open stop ferry before the guest runs (status 1), saying why.
+	port=$(net_free_port)
+	ferry_guest --kernel "$G/mb_test.elf" --net "user,hostfwd=tcp:127.0.0.1:$port-:22,hostfwd=tcp:127.0.0.1:$port-:23"
+	expect_rc 1
+	expect_err "hostfwd=tcp:127.0.0.1:$port-:23: cannot listen on host port $port"
+	if [ -w /dev/net/tun ]; then
+		ferry_guest --kernel "$G/mb_test.elf" --net tap,ifname=lo
+		expect_rc 1
+		expect_err 'tap lo: cannot attach'
+	fi
+	end
+fi
+
+NET_UP='ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2'
+NET_SERVE='mkdir /www && dd if=/dev/urandom of=/www/blob bs=1k count=256 2>/dev/null && md5sum /www/blob && httpd -p 80 -h /www && echo srv-ready'
+
+if begin_linux linux-virtio-net-user; then
+	# The guest fetches a file from a web server on the host through the NAT (10.0.2.2 is the
+	# host's loopback), with the default MAC address.
+	mkdir -p "$TMP/www"
+	head -c 262144 /dev/urandom >"$TMP/www/blob"
+	sum=$(md5sum <"$TMP/www/blob" | cut -d' ' -f1)
+	port=$(net_free_port)
+	busybox httpd -f -p "127.0.0.1:$port" -h "$TMP/www" &
+	NET_PIDS+=($!)
+	linux_session --net user -- \
+		"cat /sys/class/net/eth0/address; $NET_UP && echo net-up" \
+		"wget -q -O /tmp/blob http://10.0.2.2:$port/blob; echo wget-status \$?; md5sum /tmp/blob" \
+		'poweroff -f'
+	net_cleanup
+	expect_rc 0
+	expect_out '52:54:00:12:34:56' 'net-up' 'wget-status 0' "$sum  /tmp/blob"
+	grep -qi 'kernel panic\|BUG:\|Oops' "$TMP/out" && fail "the kernel reported a problem"
+	end
+fi
+
+if begin_linux linux-virtio-net-hostfwd; then
+	# The guest serves a file; the host fetches it through a forwarded port.
+	port=$(net_free_port)
+	linux_start --append "console=ttyS0" --net "user,mac=52:54:00:aa:bb:cc,hostfwd=tcp:127.0.0.1:$port-:80"
+	if linux_type "cat /sys/class/net/eth0/address; $NET_UP && $NET_SERVE" 1 &&
+		wait_for_lines '^srv-ready' 1 "$LINUX_WAIT"; then
+		timeout 60 busybox wget -q -O "$TMP/got" "http://127.0.0.1:$port/blob" ||
+			fail "the host could not fetch through the forwarded port"
+	else
+		fail "the guest's web server did not start"
+	fi
+	linux_type 'poweroff -f' 2 || kill "$BGPID" 2>/dev/null
+	linux_finish
+	expect_rc 0
+	expect_out '52:54:00:aa:bb:cc'
+	gsum=$(grep -m1 -E '^[0-9a-f]{32}  /www/blob$' "$TMP/out" | cut -d' ' -f1)
+	[ -n "$gsum" ] && [ -s "$TMP/got" ] && [ "$(md5sum <"$TMP/got" | cut -d' ' -f1)" = "$gsum" ] ||
+		fail "what the host fetched differs from the guest's file"
+	end
+fi
+
+# Two guests at once in NET_NS: net_guest_start NAME FD ARGS... boots one with its console on
+# the FIFO $TMP/in.NAME (open as fd FD) and $TMP/out.NAME.raw; net_type NAME FD LINE N waits
+# for its Nth prompt and types LINE.
+net_wait() { # FILE REGEX N SECONDS
+	local i=0
+	while [ $i -lt $(($4 * 10)) ]; do
+		[ "$(tr -d '\r' <"$1" | grep -Ec -- "$2")" -ge "$3" ] && return 0
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 1
+}
+net_guest_start() {
+	local g=$1 fd=$2
+	shift 2
+	rm -f "$TMP/in.$g"
+	mkfifo "$TMP/in.$g"
+	ip netns exec "$NET_NS" timeout -k 5 "$NET_T" "$FERRY" run --engine "$ENGINE" \
+		--serial stdio --kernel "$LINUX_DIR/vmlinuz" --initrd "$LINUX_DIR/initramfs.cpio.gz" \
+		--append console=ttyS0 "$@" <"$TMP/in.$g" >"$TMP/out.$g.raw" 2>"$TMP/err.$g" &
+	NET_PIDS+=($!)
+	eval "exec $fd>\"\$TMP/in.\$g\""
+}
+net_type() {
+	if ! net_wait "$TMP/out.$1.raw" '^(/ )?# ' "$4" "$NET_WAIT"; then
+		fail "guest $1: no shell prompt #$4 before typing '$3'"
+		return 1
+	fi
+	printf '%s\r' "$3" >&"$2"
+}
+
+if begin_linux linux-virtio-net-tap; then
+	# Two guests on taps in one bridge, in a network namespace of their own: B fetches a file
+	# from A's web server (A has offloads on, B off), and A pings B.
+	NET_NS=ferry-it-$$ NET_T=$((T * 4)) NET_WAIT=$((LINUX_WAIT * 3))
+	if ! ip netns add "$NET_NS" 2>"$TMP/err"; then
+		NET_NS=
+		fail "cannot make a network namespace"
+	elif ! { ip -n "$NET_NS" link add fbr0 type bridge &&
+		ip -n "$NET_NS" tuntap add dev fta0 mode tap &&
+		ip -n "$NET_NS" tuntap add dev fta1 mode tap &&
+		ip -n "$NET_NS" link set fta0 master fbr0 &&
+		ip -n "$NET_NS" link set fta1 master fbr0 &&
+		ip -n "$NET_NS" link set fta0 up && ip -n "$NET_NS" link set fta1 up &&
+		ip -n "$NET_NS" link set fbr0 up; } 2>"$TMP/err"; then
+		fail "cannot make the bridge and taps"
+	else
+		net_guest_start a 4 --net tap,ifname=fta0,mac=52:54:00:77:00:01
+		net_guest_start b 5 --net tap,ifname=fta1,mac=52:54:00:77:00:02,offload=off
+		net_type a 4 "ip addr add 192.168.77.1/24 dev eth0 && ip link set eth0 up && $NET_SERVE" 1 &&
+			{ net_wait "$TMP/out.a.raw" '^srv-ready' 1 "$NET_WAIT" || fail "A's web server did not start"; } &&
+			net_type b 5 'ip addr add 192.168.77.2/24 dev eth0 && ip link set eth0 up && wget -q -O /tmp/blob http://192.168.77.1/blob; echo wget-status $?; md5sum /tmp/blob' 1 &&
+			net_type a 4 'ping -c 2 -W 30 192.168.77.2 >/dev/null; echo ping-status $?' 2 &&
+			net_type a 4 'poweroff -f' 3 && net_type b 5 'poweroff -f' 2
+		[ -n "$WHY" ] && kill "${NET_PIDS[@]}" 2>/dev/null
+		wait "${NET_PIDS[0]}"
+		rca=$?
+		wait "${NET_PIDS[1]}"
+		rcb=$?
+		exec 4>&- 5>&-
+		RC="$rca/$rcb"
+		for g in a b; do
+			tr -d '\r' <"$TMP/out.$g.raw" | sed "s/\x1b\[[0-9;]*[a-zA-Z]//g; s/^/$g: /"
+			sed "s/^/$g: /" "$TMP/err.$g"
+		done >"$TMP/out"
+		[ "$RC" = 0/0 ] || fail "expected both guests to exit with status 0"
+		expect_out 'b: wget-status 0' 'a: ping-status 0'
+		asum=$(grep -m1 -E '^a: [0-9a-f]{32}  /www/blob$' "$TMP/out" | cut -d' ' -f2)
+		[ -n "$asum" ] && grep -q "^b: $asum  /tmp/blob\$" "$TMP/out" ||
+			fail "the file B received differs from A's"
+		grep -qi 'kernel panic\|BUG:\|Oops' "$TMP/out" && fail "a kernel reported a problem"
+	fi
+	net_cleanup
+	end
+fi
+
+if begin_linux linux-virtio-console; then
+	# --console virtio: the chardev is a virtio-console's, the shell runs on hvc0 (console=hvc0
+	# makes it /dev/console once the module is in), typed input and output go through stdio;
+	# the UART is still there for the guest but connected to nothing.
+	linux_start --console virtio --append "console=hvc0"
+	linux_type 'cat /sys/class/tty/console/active; uname -r; echo hvc-$((6 * 7))' 1 &&
+		linux_type 'echo uart-$((6 * 7)) > /dev/ttyS0; echo uart-status $?' 2 &&
+		linux_type 'poweroff -f' 3 || kill "$BGPID" 2>/dev/null
+	linux_finish
+	expect_rc 0
+	expect_out 'hvc0' '6\.1\.[0-9]+-[0-9]+-amd64' 'hvc-42' 'uart-status 0'
+	grep -q 'uart-42' "$TMP/out" && fail "the UART's output reached the chardev"
+	grep -qi 'kernel panic\|BUG:\|Oops' "$TMP/out" && fail "the kernel reported a problem"
 	end
 fi
 
