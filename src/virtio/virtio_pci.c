@@ -315,9 +315,9 @@ static void serve_queue(struct virtio_device *vd, unsigned q)
 		return;
 	}
 	if (!virtio_running(vd)) {
+		/* Served once DRIVER_OK or bus mastering is set (status_write, pci_cfg_written). */
 		pthread_mutex_lock(&vd->lock);
-		if (!(vd->status & VIRTIO_CONFIG_S_DRIVER_OK))
-			vd->kicked[q] = true;
+		vd->kicked[q] = true;
 		pthread_mutex_unlock(&vd->lock);
 		pthread_mutex_unlock(&vd->qlock);
 		return;
@@ -393,7 +393,8 @@ static void device_reset(struct virtio_device *vd)
 	vd->queue_select = 0;
 	vd->isr = 0;
 	vd->reported = false;
-	pci_set_intx(&vd->pci, 0);
+	if (vd->pci.bus) /* not before the function is on the bus */
+		pci_set_intx(&vd->pci, 0);
 }
 
 /* lock held; qlock too. The driver writes the status byte: 0 resets, otherwise bits are only
@@ -409,10 +410,6 @@ static void status_write(struct virtio_device *vd, uint8_t v)
 		uint64_t f = vd->driver_features;
 		if ((f & ~offered(vd)) || !(f & (1ull << VIRTIO_F_VERSION_1)))
 			v &= (uint8_t)~VIRTIO_CONFIG_S_FEATURES_OK;
-		for (unsigned q = 0; q < vd->ops->nqueues; q++) {
-			vd->vq[q].event_idx = f & (1ull << VIRTIO_RING_F_EVENT_IDX);
-			vd->vq[q].indirect = f & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
-		}
 	}
 	/* NEEDS_RESET is the device's bit: a driver cannot set or clear it. */
 	vd->status =
@@ -431,7 +428,11 @@ static void queue_enable(struct virtio_device *vd, struct queue_regs *r, unsigne
 	if (r->enabled)
 		return;
 	struct virtq *vq = &vd->vq[q];
-	bool ev = vq->event_idx, ind = vq->indirect;
+	/* The ring layout is fixed here, with the rings' checks: later feature writes cannot
+	 * change it under a live queue. */
+	uint64_t f = vd->status & VIRTIO_CONFIG_S_FEATURES_OK ? vd->driver_features : 0;
+	bool ev = f & (1ull << VIRTIO_RING_F_EVENT_IDX),
+	     ind = f & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
 	virtq_reset(vq);
 	vq->size = r->size;
 	vq->desc_gpa = r->desc;
@@ -440,6 +441,8 @@ static void queue_enable(struct virtio_device *vd, struct queue_regs *r, unsigne
 	vq->event_idx = ev;
 	vq->indirect = ind;
 	r->enabled = true;
+	if (r->size > vd->ops->queue_max)
+		vq->size = 0; /* refused below like any size that is not a power of 2 */
 	if (virtq_enable(vq, &vd->vm->mem) < 0) {
 		pthread_mutex_unlock(&vd->lock);
 		virtio_needs_reset(vd, vq->err);
@@ -485,6 +488,8 @@ static void merge(uint64_t *field, unsigned field_off, unsigned off, const uint8
 {
 	for (unsigned i = 0; i < size; i++) {
 		unsigned b = off + i - field_off;
+		if (b >= 8)
+			break; /* past the widest field: bytes of the next one, ignored */
 		*field = (*field & ~(0xffull << (8 * b))) | (uint64_t)data[i] << (8 * b);
 	}
 }
@@ -737,6 +742,15 @@ static void pci_cfg_written(struct pci_device *d, unsigned off, unsigned len)
 	unsigned boff, blen;
 	if (overlaps(off, len, vd->cfg_cap + CFG_CAP_DATA, 4) && cfg_window(vd, &boff, &blen))
 		bar0_access(vd, boff, d->cfg + vd->cfg_cap + CFG_CAP_DATA, blen, true);
+	if (overlaps(off, len, 0x04, 1) && pci_bus_master(d)) {
+		pthread_mutex_lock(&vd->lock);
+		for (unsigned q = 0; q < vd->ops->nqueues; q++)
+			if (vd->kicked[q]) {
+				vd->kicked[q] = false;
+				signal_fd(vd->qr[q].kick_fd);
+			}
+		pthread_mutex_unlock(&vd->lock);
+	}
 	if (overlaps(off, len, vd->msix_cap + 2, 2)) {
 		uint16_t ctl = (uint16_t)rd_le(d->cfg + vd->msix_cap + 2, 2);
 		pthread_mutex_lock(&vd->lock);
@@ -771,10 +785,12 @@ static void pci_bar_mapped(struct pci_device *d, unsigned i, uint64_t addr)
 	}
 }
 
-static void add_vendor_cap(struct pci_device *d, uint8_t type, uint32_t off, uint32_t len,
+static bool add_vendor_cap(struct pci_device *d, uint8_t type, uint32_t off, uint32_t len,
 			   unsigned extra, uint32_t extra_val)
 {
 	unsigned c = pci_add_capability(d, CAP_VENDOR, 16 + extra);
+	if (!c)
+		return false;
 	d->cfg[c + 2] = (uint8_t)(16 + extra); /* cap_len */
 	d->cfg[c + 3] = type;
 	d->cfg[c + 4] = 0; /* BAR 0 */
@@ -782,9 +798,10 @@ static void add_vendor_cap(struct pci_device *d, uint8_t type, uint32_t off, uin
 	wr_le(d->cfg + c + 12, len, 4);
 	if (extra)
 		wr_le(d->cfg + c + 16, extra_val, 4);
+	return true;
 }
 
-static void build_config_space(struct virtio_device *vd)
+static int build_config_space(struct virtio_device *vd)
 {
 	struct pci_device *d = &vd->pci;
 	unsigned nq = vd->ops->nqueues;
@@ -803,6 +820,8 @@ static void build_config_space(struct virtio_device *vd)
 	d->wmask[vd->cfg_cap + CFG_CAP_BAR] = 0xff;
 	memset(d->wmask + vd->cfg_cap + CFG_CAP_OFFSET, 0xff, 12); /* offset, length, data */
 	vd->msix_cap = pci_add_capability(d, CAP_MSIX, 12);
+	if (!vd->msix_cap)
+		return -1;
 	wr_le(d->cfg + vd->msix_cap + 2, vd->nvectors - 1u, 2);
 	wr_le(d->cfg + vd->msix_cap + 4, OFF_MSIX_TABLE, 4); /* BIR 0 */
 	wr_le(d->cfg + vd->msix_cap + 8, OFF_MSIX_PBA, 4);
@@ -812,6 +831,7 @@ static void build_config_space(struct virtio_device *vd)
 	d->config_read = pci_cfg_read;
 	d->config_written = pci_cfg_written;
 	d->bar_mapped = pci_bar_mapped;
+	return 0;
 }
 
 /* ---- snapshot -------------------------------------------------------------------------------- */
@@ -862,6 +882,9 @@ static int virtio_load(void *opaque, struct state_reader *r)
 	int rc = -1;
 	pthread_mutex_lock(&vd->qlock);
 	pthread_mutex_lock(&vd->lock);
+	struct msix_entry msix[MSIX_VECTORS];
+	bool msix_enabled = vd->msix_enabled, msix_fmask = vd->msix_fmask;
+	memcpy(msix, vd->msix, sizeof(msix));
 	sr_begin(r, virtio_tag, VIRTIO_STATE_VERSION);
 	sr_check(r, sr_u16(r) == vd->ops->type);
 	vd->status = sr_u8(r);
@@ -899,6 +922,10 @@ static int virtio_load(void *opaque, struct state_reader *r)
 	if (!r->err && vd->ops->load && vd->ops->load(vd->opaque, r) < 0)
 		sr_check(r, false);
 	if (r->err) {
+		/* The PCI function's MSI-X state goes back as it was; the rest is reset. */
+		memcpy(vd->msix, msix, sizeof(msix));
+		vd->msix_enabled = msix_enabled;
+		vd->msix_fmask = msix_fmask;
 		device_reset(vd); /* a half-loaded device is worse than a reset one */
 	} else {
 		pci_set_intx(&vd->pci, !vd->msix_enabled && vd->isr);
@@ -998,7 +1025,11 @@ struct virtio_device *virtio_pci_create(struct vm *vm, const struct virtio_ops *
 		free_transport(vd);
 		return NULL;
 	}
-	build_config_space(vd);
+	if (build_config_space(vd) < 0) {
+		log_error("%s: its capabilities do not fit in PCI config space", ops->name);
+		free_transport(vd);
+		return NULL;
+	}
 	if (pci_add_device(vm, &vd->pci) < 0) {
 		free_transport(vd);
 		return NULL;
