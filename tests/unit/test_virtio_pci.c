@@ -6,8 +6,7 @@
  * (engine_ops.irq_line) and MSIs (engine_ops.msi) and has no ioeventfd/irqfd, so the transport
  * takes its direct paths. Snapshot records are saved from one VM and loaded into a second one
  * built the same way; a seeded random test throws config-space and BAR accesses at the bus.
- * The last tests pin down bugs found in src/ while writing this file; they are skipped unless
- * FERRY_TEST_KNOWN_BUGS is set in the environment, until the fixes land. */
+ * The last tests pin down bugs this file found in src/ (now fixed). */
 #include <fcntl.h>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_config.h>
