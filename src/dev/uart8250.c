@@ -6,7 +6,10 @@
  * in the receive FIFO; the chardev holds the rest until the guest drains the FIFO.
  *
  * The interrupt output drives the line level directly (high while an enabled interrupt is
- * pending). It is not gated by MCR.OUT2: guests that never set OUT2 still get interrupts. */
+ * pending). It is not gated by MCR.OUT2: guests that never set OUT2 still get interrupts.
+ *
+ * Under --console virtio the chardev is the virtio-console's: the UART is still there for the
+ * guest, but with no line attached (output goes nowhere, no input arrives). */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -87,8 +90,9 @@ struct uart {
 	bool thr_ipending; /* THR-empty interrupt pending (until IIR read or THR write) */
 
 	/* Not guest state: bookkeeping with the chardev and the interrupt line. */
-	bool rx_blocked; /* the chardev holds bytes that did not fit */
-	int irq_level;   /* level last driven, -1 when unknown */
+	struct chardev *cd; /* the serial chardev, or NULL when it is not the UART's */
+	bool rx_blocked;    /* the chardev holds bytes that did not fit */
+	int irq_level;      /* level last driven, -1 when unknown */
 };
 
 static unsigned rx_capacity(const struct uart *u)
@@ -197,7 +201,7 @@ static void write_reg(struct uart *u, unsigned reg, uint8_t v)
 			if (u->mcr & MCR_LOOP)
 				rx_push(u, v);
 			else
-				chardev_write(u->vm->serial, &v, 1);
+				chardev_write(u->cd, &v, 1);
 			/* The byte left THR at once: THR is empty again. */
 			u->thr_ipending = true;
 		}
@@ -306,7 +310,7 @@ static void uart_io(void *opaque, uint64_t offset, uint8_t *data, unsigned size,
 	wake = take_drained(u);
 	pthread_mutex_unlock(&u->lock);
 	if (wake)
-		chardev_accept_input(u->vm->serial);
+		chardev_accept_input(u->cd);
 }
 
 /* Input thread: bytes typed at the console. */
@@ -405,7 +409,7 @@ static int uart_load(void *opaque, struct state_reader *r)
 	bool wake = take_drained(u);
 	pthread_mutex_unlock(&u->lock);
 	if (wake)
-		chardev_accept_input(u->vm->serial);
+		chardev_accept_input(u->cd);
 	return 0;
 }
 
@@ -413,7 +417,7 @@ static void uart_destroy(void *opaque)
 {
 	struct uart *u = opaque;
 	/* Waits for a receive callback in flight; none can start after this. */
-	chardev_set_handlers(u->vm->serial, NULL, NULL, NULL);
+	chardev_set_handlers(u->cd, NULL, NULL, NULL);
 	pthread_mutex_destroy(&u->lock);
 	free(u);
 }
@@ -428,6 +432,7 @@ static int uart_create(struct vm *vm)
 	pthread_mutex_init(&u->lock, NULL);
 	u->vm = vm;
 	u->irq_level = -1;
+	u->cd = vm->cfg->virtio_console ? NULL : vm->serial;
 	/* Power-on state: everything zero except the derived LSR/MSR bits; THR starts empty but
 	 * no THRE interrupt is pending until the guest enables it. */
 	if (bus_register(&vm->pio, UART_BASE, 8, uart_io, u, "uart8250") < 0) {
@@ -447,7 +452,7 @@ static int uart_create(struct vm *vm)
 	pthread_mutex_lock(&u->lock);
 	update_irq(u); /* the line starts low */
 	pthread_mutex_unlock(&u->lock);
-	chardev_set_handlers(vm->serial, uart_receive, uart_quit, u);
+	chardev_set_handlers(u->cd, uart_receive, uart_quit, u);
 	return 0;
 }
 
