@@ -6,7 +6,7 @@ SAN     ?=
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 ALLCFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread -Isrc -MMD -MP $(CFLAGS)
-LDLIBS  := -pthread -lutil -lZydis -llzma -lz
+LDLIBS  := -pthread -lutil -lZydis -llzma -lz -lslirp
 ifeq ($(SAN),1)
 ALLCFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS   += -fsanitize=address,undefined
@@ -17,7 +17,7 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 
-.PHONY: all unit-bins run run-demo test unit integration guests bench bench-linux bench-soft fuzz fuzz-long format format-check lint tidy clean help
+.PHONY: all unit-bins run run-demo test unit integration guests bench bench-linux bench-virtio bench-soft fuzz fuzz-long format format-check lint tidy clean help
 
 all: $(BUILD)/ferry guests
 
@@ -86,6 +86,12 @@ bench-linux:
 	$(MAKE) $(BUILD)/ferry
 	./bench/linux.sh $(BUILD)/ferry
 
+# virtio-blk throughput (raw and qcow2 images) on the soft engine vs QEMU TCG, same Linux guest.
+bench-virtio:
+	./scripts/setup.sh --bench
+	$(MAKE) $(BUILD)/ferry
+	./bench/virtio.sh $(BUILD)/ferry
+
 bench-soft:
 	./scripts/setup.sh --bench
 	$(MAKE) $(BUILD)/ferry-user
@@ -116,8 +122,8 @@ help:
 	@echo "make run          build and boot Debian's Linux to a shell (engine auto)"
 	@echo "make run-demo     build and boot the demo guest (KVM engine)"
 	@echo "make test         the whole test suite (plain, then ASan+UBSan, then a short fuzz pass)"
-	@echo "make unit | integration | fuzz | fuzz-long | diff | diff-long | bench | bench-linux | bench-soft"
-	@echo "     format | lint | tidy | clean"
+	@echo "make unit | integration | fuzz | fuzz-long | diff | diff-long | bench | bench-linux | bench-virtio"
+	@echo "     bench-soft | format | lint | tidy | clean"
 
 include tests/diff/Makefile.inc
 include tests/tools/ferry-user/Makefile.inc

@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential clang libclang-rt-14-dev llvm libcmocka-dev libzydis-dev binutils pkg-config
       busybox-static file liblzma-dev zlib1g-dev cpio qemu-utils acpica-tools
-      clang-format clang-tidy cppcheck util-linux)
+      clang-format clang-tidy cppcheck util-linux libslirp-dev iproute2)
 [ "${1:-}" = "--bench" ] && pkgs+=(qemu-system-x86 qemu-user time bc)
 missing=()
 for p in "${pkgs[@]}"; do

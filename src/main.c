@@ -44,6 +44,18 @@ static const char usage[] =
     "                       a virtio-blk disk on an image file (repeatable, up to 8; the\n"
     "                       format is never guessed; ',,' stands for a comma in PATH)\n"
     "  --rng                a virtio-rng device fed from the host's getrandom()\n"
+    "  --net user[,hostfwd=tcp|udp:[HOSTADDR]:PORT-[GUESTADDR]:PORT][,mac=MAC]\n"
+    "                       a virtio-net NIC on a user-mode NAT: the guest's network is\n"
+    "                       10.0.2.0/24, gateway and host 10.0.2.2, DNS 10.0.2.3, DHCP from\n"
+    "                       10.0.2.15; hostfwd (repeatable) forwards a host port inward\n"
+    "  --net tap,ifname=NAME[,mac=MAC][,offload=on|off]\n"
+    "                       a virtio-net NIC on a TAP interface (created if missing; needs\n"
+    "                       CAP_NET_ADMIN); offload (default on) passes checksum and TSO\n"
+    "                       offloads through. Repeatable, up to 4 NICs; MACs default to\n"
+    "                       52:54:00:12:34:56, :57, ...\n"
+    "  --console C          the device on the --serial backend: uart (default: the 16550A\n"
+    "                       on COM1, Linux's ttyS0) or virtio (a virtio-console, Linux's\n"
+    "                       hvc0: append console=hvc0; the UART then goes unconnected)\n"
     "  -v, --verbose        say more about what happens\n"
     "\n"
     "On the stdio console, Ctrl-A x quits and Ctrl-A h lists the other keys.\n"
@@ -71,6 +83,8 @@ enum {
 	OPT_TRIPLE_FAULT,
 	OPT_DRIVE,
 	OPT_RNG,
+	OPT_NET,
+	OPT_CONSOLE,
 };
 
 /* Splits the next key=value item off a QEMU-style option string ("a=1,b=2"; ",," is a literal
@@ -161,6 +175,64 @@ static int parse_drive(char *arg, struct vm_config *cfg)
 	return 0;
 }
 
+/* --net user[,hostfwd=...][,mac=MAC] or --net tap,ifname=NAME[,mac=MAC][,offload=on|off] */
+static int parse_net(char *arg, struct vm_config *cfg)
+{
+	if (cfg->nnics == VM_MAX_NICS)
+		return usage_error("too many --net options (at most %s)", "4");
+	struct net_config *n = &cfg->nics[cfg->nnics];
+	char err[200];
+	*n = (struct net_config){.offload = true, .mac = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56}};
+	n->mac[5] = (uint8_t)(n->mac[5] + cfg->nnics);
+	char *kind = arg, *comma = strchr(arg, ',');
+	arg = comma ? comma + 1 : NULL;
+	if (comma)
+		*comma = 0;
+	if (!strcmp(kind, "user"))
+		n->kind = NET_USER;
+	else if (!strcmp(kind, "tap"))
+		n->kind = NET_TAP;
+	else
+		return usage_error("--net: unknown kind '%s' (use user or tap)", kind);
+	char *key, *val;
+	int rc;
+	bool have_ifname = false;
+	while ((rc = next_kv(&arg, &key, &val)) != 0) {
+		if (rc < 0)
+			return usage_error("--net: '%s' is not key=value", key);
+		if (!strcmp(key, "mac")) {
+			if (net_parse_mac(val, n->mac, err, sizeof(err)) < 0)
+				return usage_error("--net: %s", err);
+		} else if (n->kind == NET_USER && !strcmp(key, "hostfwd")) {
+			if (n->nfwd == NET_MAX_HOSTFWD)
+				return usage_error("--net: too many hostfwd= (at most %s)", "16");
+			if (net_parse_hostfwd(val, &n->fwd[n->nfwd], err, sizeof(err)) < 0)
+				return usage_error("--net: %s", err);
+			n->nfwd++;
+		} else if (n->kind == NET_TAP && !strcmp(key, "ifname")) {
+			if (!net_ifname_ok(val))
+				return usage_error("--net: ifname=%s is not an interface name "
+						   "(1 to 15 characters, no '/', ':' or spaces)",
+						   val);
+			snprintf(n->ifname, sizeof(n->ifname), "%s", val);
+			have_ifname = true;
+		} else if (n->kind == NET_TAP && !strcmp(key, "offload")) {
+			if (parse_onoff(val, &n->offload) < 0)
+				return usage_error("--net: offload=%s: use on or off", val);
+		} else {
+			return usage_error(
+			    n->kind == NET_TAP
+				? "--net tap: unknown key '%s' (ifname, mac, offload)"
+				: "--net user: unknown key '%s' (hostfwd, mac)",
+			    key);
+		}
+	}
+	if (n->kind == NET_TAP && !have_ifname)
+		return usage_error("%s", "--net tap needs ifname=NAME");
+	cfg->nnics++;
+	return 0;
+}
+
 static int parse_run(int argc, char **argv, struct vm_config *cfg)
 {
 	static const struct option opts[] = {
@@ -176,6 +248,8 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg)
 	    {"triple-fault", required_argument, NULL, OPT_TRIPLE_FAULT},
 	    {"drive", required_argument, NULL, OPT_DRIVE},
 	    {"rng", no_argument, NULL, OPT_RNG},
+	    {"net", required_argument, NULL, OPT_NET},
+	    {"console", required_argument, NULL, OPT_CONSOLE},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -251,8 +325,21 @@ static int parse_run(int argc, char **argv, struct vm_config *cfg)
 			if (parse_drive(optarg, cfg) != 0)
 				return FERRY_EXIT_USAGE;
 			break;
+		case OPT_NET:
+			if (parse_net(optarg, cfg) != 0)
+				return FERRY_EXIT_USAGE;
+			break;
 		case OPT_RNG:
 			cfg->rng = true;
+			break;
+		case OPT_CONSOLE:
+			if (!strcmp(optarg, "uart"))
+				cfg->virtio_console = false;
+			else if (!strcmp(optarg, "virtio"))
+				cfg->virtio_console = true;
+			else
+				return usage_error("unknown console '%s' (use uart or virtio)",
+						   optarg);
 			break;
 		case 'v':
 			log_verbose = 1;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "backend/block.h"
+#include "backend/net.h"
 #include "engine/engine.h"
 #include "vm/bus.h"
 #include "vm/device.h"
@@ -17,6 +18,7 @@
 
 #define VM_MAX_VCPUS  64
 #define VM_MAX_DRIVES 8
+#define VM_MAX_NICS   4
 
 struct chardev;
 struct pci_bus;
@@ -43,6 +45,12 @@ struct vm_config {
 	struct vm_drive drives[VM_MAX_DRIVES];
 	unsigned ndrives;
 	bool rng; /* a virtio-rng device */
+	/* virtio-net devices (--net) */
+	struct net_config nics[VM_MAX_NICS];
+	unsigned nnics;
+	/* --console virtio: the serial chardev belongs to a virtio-console (the guest's hvc0) and
+	 * the UART is left with no line attached. */
+	bool virtio_console;
 };
 
 /* Why the VM stopped. */
