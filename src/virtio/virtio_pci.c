@@ -868,7 +868,13 @@ static void virtio_save(void *opaque, struct state_writer *w)
 		sw_u64(w, r->driver);
 		sw_u64(w, r->device);
 		sw_u8(w, vd->kicked[q]);
-		virtq_save(&vd->vq[q], w);
+		struct virtq copy = vd->vq[q];
+		unsigned held = vd->ops->held ? vd->ops->held(vd->opaque, q) : 0;
+		if (held <= copy.inflight) {
+			copy.last_avail = (uint16_t)(copy.last_avail - held);
+			copy.inflight -= held;
+		}
+		virtq_save(&copy, w);
 	}
 	if (vd->ops->save)
 		vd->ops->save(vd->opaque, w);

@@ -43,6 +43,10 @@ struct virtio_ops {
 	int (*queue_notify)(struct virtio_device *vd, unsigned q);
 	/* The device is being reset (queue lock held, worker idle). Optional. */
 	void (*reset)(void *opaque);
+	/* Chains the model has taken from queue q and not yet returned, which must be the ones it
+	 * took last (receive buffers a network device holds). A snapshot records the queue as if
+	 * they were still available, so the restored device takes them again. Optional. */
+	unsigned (*held)(void *opaque, unsigned q);
 	/* The model's own state beyond the transport's, for snapshots. Optional. */
 	void (*save)(void *opaque, struct state_writer *w);
 	int (*load)(void *opaque, struct state_reader *r);
