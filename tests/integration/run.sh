@@ -950,6 +950,7 @@ if begin_linux linux-virtio-net-tap; then
 		net_type a 4 "ip addr add 192.168.77.1/24 dev eth0 && ip link set eth0 up && $NET_SERVE" 1 &&
 			{ net_wait "$TMP/out.a.raw" '^srv-ready' 1 "$NET_WAIT" || fail "A's web server did not start"; } &&
 			net_type b 5 'ip addr add 192.168.77.2/24 dev eth0 && ip link set eth0 up && timeout 90 wget -q -O /tmp/blob http://192.168.77.1/blob; echo wget-status $?; md5sum /tmp/blob' 1 &&
+			{ net_wait "$TMP/out.b.raw" '^wget-status [0-9]+$' 1 "$NET_WAIT" || fail "B's fetch did not end"; } &&
 			net_type a 4 'ping -c 2 -W 30 192.168.77.2 >/dev/null; echo ping-status $?' 2 &&
 			net_type a 4 'poweroff -f' 3 && net_type b 5 'poweroff -f' 2
 		[ -n "$WHY" ] && kill "${NET_PIDS[@]}" 2>/dev/null
