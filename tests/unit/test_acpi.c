@@ -34,6 +34,8 @@
 #include "vm/state.h"
 #include "vm/vm.h"
 
+#include "test_vm.h"
+
 #define RAM_SIZE  (64ull << 20)
 #define SCAN_LO   0xe0000u
 #define SCAN_HI   0x100000u
@@ -1044,18 +1046,10 @@ static int setup(void **state)
 		return -1;
 	atomic_store(&sci_level, -1);
 	atomic_store(&sci_calls, 0);
-	t->cfg.smp = 1;
-	t->vm.cfg = &t->cfg;
-	t->vm.engine = &test_engine;
-	t->vm.nvcpus = 1;
-	pthread_mutex_init(&t->vm.lock, NULL);
-	pthread_cond_init(&t->vm.stopped_cond, NULL);
-	bus_init(&t->vm.pio, "pio");
-	bus_init(&t->vm.mmio, "mmio");
-	struct device_type *ty = device_types();
-	while (ty && strcmp(ty->name, "acpi_pm") != 0)
-		ty = ty->next;
-	if (!ty || ty->create(&t->vm) < 0)
+	t->cfg.smp = 1; /* and no RAM: the device does not reach it */
+	static const char *const types[] = {"acpi_pm", NULL};
+	if (test_vm_init(&t->vm, &t->cfg, &test_engine) < 0 ||
+	    test_vm_add_devices(&t->vm, types) < 0)
 		return -1;
 	t->dev = t->vm.devices;
 	*state = t;
@@ -1065,33 +1059,19 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct tvm *t = *state;
-	while (t->vm.devices) {
-		struct device *d = t->vm.devices;
-		t->vm.devices = d->next;
-		d->destroy(d->opaque);
-	}
-	bus_destroy(&t->vm.pio);
-	bus_destroy(&t->vm.mmio);
-	pthread_mutex_destroy(&t->vm.lock);
-	pthread_cond_destroy(&t->vm.stopped_cond);
+	test_vm_destroy(&t->vm);
 	free(t);
 	return 0;
 }
 
 static uint32_t in(struct tvm *t, uint16_t port, unsigned size)
 {
-	uint8_t b[4] = {0x5a, 0x5a, 0x5a, 0x5a};
-	assert_int_equal(bus_access(&t->vm.pio, port, b, size, false), 0);
-	uint32_t v = 0;
-	for (unsigned i = 0; i < size; i++)
-		v |= (uint32_t)b[i] << (8 * i);
-	return v;
+	return (uint32_t)test_bus_rd(&t->vm.pio, port, size);
 }
 
 static void out(struct tvm *t, uint16_t port, uint32_t v, unsigned size)
 {
-	uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-	assert_int_equal(bus_access(&t->vm.pio, port, b, size, true), 0);
+	test_bus_wr(&t->vm.pio, port, v, size);
 }
 
 static void clear_stop(struct tvm *t)

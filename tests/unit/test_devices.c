@@ -26,6 +26,8 @@
 #include "vm/state.h"
 #include "vm/vm.h"
 
+#include "test_vm.h"
+
 #define NLINES 32
 
 static atomic_int irq_level[NLINES];
@@ -43,7 +45,7 @@ static int test_irq_line(struct vm *vm, unsigned gsi, int level)
 
 static const struct engine_ops test_engine = {.name = "test", .irq_line = test_irq_line};
 
-static const char *const my_devices[] = {"uart8250", "i8042", "rtc", "debugexit", "fw_cfg"};
+static const char *const my_devices[] = {"uart8250", "i8042", "rtc", "debugexit", "fw_cfg", NULL};
 
 struct tvm {
 	struct vm vm;
@@ -65,14 +67,7 @@ static struct tvm *tvm_new(uint64_t mem_size)
 	t->cfg.mem_size = mem_size;
 	t->cfg.smp = 2;
 	t->cfg.serial = "stdio";
-	t->vm.cfg = &t->cfg;
-	t->vm.engine = &test_engine;
-	t->vm.nvcpus = 2;
-	pthread_mutex_init(&t->vm.lock, NULL);
-	pthread_cond_init(&t->vm.stopped_cond, NULL);
-	bus_init(&t->vm.pio, "pio");
-	bus_init(&t->vm.mmio, "mmio");
-	if (gmem_init(&t->vm.mem, mem_size, err, sizeof(err)) < 0) {
+	if (test_vm_init(&t->vm, &t->cfg, &test_engine) < 0) {
 		free(t);
 		return NULL;
 	}
@@ -94,24 +89,14 @@ static struct tvm *tvm_new(uint64_t mem_size)
 
 	t->vm.serial = chardev_open("stdio", err, sizeof(err));
 	assert_non_null(t->vm.serial);
-	for (size_t i = 0; i < sizeof(my_devices) / sizeof(my_devices[0]); i++) {
-		struct device_type *ty = device_types();
-		while (ty && strcmp(ty->name, my_devices[i]) != 0)
-			ty = ty->next;
-		assert_non_null(ty);
-		assert_int_equal(ty->create(&t->vm), 0);
-	}
+	assert_int_equal(test_vm_add_devices(&t->vm, my_devices), 0);
 	assert_int_equal(chardev_start(t->vm.serial), 0);
 	return t;
 }
 
 static void tvm_free(struct tvm *t)
 {
-	while (t->vm.devices) {
-		struct device *d = t->vm.devices;
-		t->vm.devices = d->next;
-		d->destroy(d->opaque);
-	}
+	test_vm_destroy(&t->vm);
 	chardev_close(t->vm.serial);
 	close(t->in_w);
 	close(t->out_r);
@@ -119,11 +104,6 @@ static void tvm_free(struct tvm *t)
 	dup2(t->saved_stdout, STDOUT_FILENO);
 	close(t->saved_stdin);
 	close(t->saved_stdout);
-	bus_destroy(&t->vm.pio);
-	bus_destroy(&t->vm.mmio);
-	gmem_destroy(&t->vm.mem);
-	pthread_mutex_destroy(&t->vm.lock);
-	pthread_cond_destroy(&t->vm.stopped_cond);
 	free(t);
 }
 

@@ -40,6 +40,8 @@
 #include "vm/state.h"
 #include "vm/vm.h"
 
+#include "test_vm.h"
+
 #define WAIT_MS 5000
 #define ETH_ARP 0x0806
 #define ETH_IP  0x0800
@@ -463,8 +465,8 @@ struct tvm {
 
 static struct tvm *tvm_new(void)
 {
+	static const char *const types[] = {"pci", "virtio-net", NULL};
 	struct tvm *t = calloc(1, sizeof(*t));
-	char err[256];
 	assert_non_null(t);
 	t->cfg.mem_size = RAM_SIZE;
 	t->cfg.smp = 1;
@@ -472,70 +474,30 @@ static struct tvm *tvm_new(void)
 	t->cfg.nics[0] = (struct net_config){.kind = NET_USER};
 	memcpy(t->cfg.nics[0].mac, guest_mac, 6);
 	t->cfg.nnics = 1;
-	t->vm.cfg = &t->cfg;
-	t->vm.engine = &test_engine;
-	t->vm.nvcpus = 1;
-	pthread_mutex_init(&t->vm.lock, NULL);
-	pthread_cond_init(&t->vm.stopped_cond, NULL);
-	bus_init(&t->vm.pio, "pio");
-	bus_init(&t->vm.mmio, "mmio");
-	assert_int_equal(gmem_init(&t->vm.mem, RAM_SIZE, err, sizeof(err)), 0);
-	unsigned made = 0;
-	for (struct device_type *ty = device_types(); ty; ty = ty->next)
-		if (!strcmp(ty->name, "pci") || !strcmp(ty->name, "virtio-net")) {
-			assert_int_equal(ty->create(&t->vm), 0);
-			made++;
-		}
-	assert_int_equal(made, 2);
+	assert_int_equal(test_vm_init(&t->vm, &t->cfg, &test_engine), 0);
+	assert_int_equal(test_vm_add_devices(&t->vm, types), 0);
 	return t;
 }
 
 static void tvm_free(struct tvm *t)
 {
-	while (t->vm.devices) {
-		struct device *d = t->vm.devices;
-		t->vm.devices = d->next;
-		d->destroy(d->opaque);
-	}
-	bus_destroy(&t->vm.pio);
-	bus_destroy(&t->vm.mmio);
-	gmem_destroy(&t->vm.mem);
-	pthread_mutex_destroy(&t->vm.lock);
-	pthread_cond_destroy(&t->vm.stopped_cond);
+	test_vm_destroy(&t->vm);
 	free(t);
 }
 
 static void *ram(struct tvm *t, uint64_t gpa, uint64_t len)
 {
-	void *p = gmem_ptr(&t->vm.mem, gpa, len);
-	assert_non_null(p);
-	return p;
-}
-
-static uint64_t access_le(struct bus *b, uint64_t addr, uint64_t v, unsigned size, bool write)
-{
-	uint8_t buf[8] = {0};
-	for (unsigned i = 0; i < size; i++)
-		buf[i] = (uint8_t)(v >> (8 * i));
-	assert_int_equal(bus_access(b, addr, buf, size, write), 0);
-	v = 0;
-	for (unsigned i = 0; i < size; i++)
-		v |= (uint64_t)buf[i] << (8 * i);
-	return v;
+	return test_ram(&t->vm, gpa, len);
 }
 
 static uint32_t cfg_rd(struct tvm *t, unsigned off, unsigned size)
 {
-	access_le(&t->vm.pio, PCI_CONFIG_ADDR_PORT, 0x80000000u | NET_SLOT << 11 | (off & 0xfc), 4,
-		  true);
-	return (uint32_t)access_le(&t->vm.pio, PCI_CONFIG_DATA_PORT + (off & 3), 0, size, false);
+	return test_cfg_rd(&t->vm, NET_SLOT, 0, off, size);
 }
 
 static void cfg_wr(struct tvm *t, unsigned off, uint32_t v, unsigned size)
 {
-	access_le(&t->vm.pio, PCI_CONFIG_ADDR_PORT, 0x80000000u | NET_SLOT << 11 | (off & 0xfc), 4,
-		  true);
-	access_le(&t->vm.pio, PCI_CONFIG_DATA_PORT + (off & 3), v, size, true);
+	test_cfg_wr(&t->vm, NET_SLOT, 0, off, v, size);
 }
 
 struct dq {
@@ -551,12 +513,12 @@ struct drv {
 
 static uint64_t rd(struct drv *d, unsigned off, unsigned size)
 {
-	return access_le(&d->t->vm.mmio, d->bar + off, 0, size, false);
+	return test_bus_rd(&d->t->vm.mmio, d->bar + off, size);
 }
 
 static void wr(struct drv *d, unsigned off, uint64_t v, unsigned size)
 {
-	access_le(&d->t->vm.mmio, d->bar + off, v, size, true);
+	test_bus_wr(&d->t->vm.mmio, d->bar + off, v, size);
 }
 
 static void drv_setup(struct drv *d, struct tvm *t, uint64_t features)

@@ -32,6 +32,8 @@
 #include "vm/state.h"
 #include "vm/vm.h"
 
+#include "test_vm.h"
+
 #define NLINES     32
 #define RXQ        0
 #define TXQ        1
@@ -80,50 +82,24 @@ static void sleep_ms(int ms)
 
 /* ---- port I/O, PCI configuration, BAR 0 ---------------------------------------------------- */
 
-static void pio(struct tvm *t, uint16_t port, uint32_t *v, unsigned size, bool write)
-{
-	uint8_t b[4];
-	for (unsigned i = 0; i < 4; i++)
-		b[i] = (uint8_t)(*v >> (8 * i));
-	assert_int_equal(bus_access(&t->vm.pio, port, b, size, write), 0);
-	if (!write) {
-		*v = 0;
-		for (unsigned i = 0; i < size; i++)
-			*v |= (uint32_t)b[i] << (8 * i);
-	}
-}
-
 static uint32_t cfg_rd(struct tvm *t, unsigned slot, unsigned reg, unsigned size)
 {
-	uint32_t a = 0x80000000u | slot << 11 | (reg & 0xfc), v = 0;
-	pio(t, PCI_CONFIG_ADDR_PORT, &a, 4, true);
-	pio(t, (uint16_t)(PCI_CONFIG_DATA_PORT + (reg & 3)), &v, size, false);
-	return v;
+	return test_cfg_rd(&t->vm, slot, 0, reg, size);
 }
 
 static void cfg_wr(struct tvm *t, unsigned slot, unsigned reg, uint32_t v, unsigned size)
 {
-	uint32_t a = 0x80000000u | slot << 11 | (reg & 0xfc);
-	pio(t, PCI_CONFIG_ADDR_PORT, &a, 4, true);
-	pio(t, (uint16_t)(PCI_CONFIG_DATA_PORT + (reg & 3)), &v, size, true);
+	test_cfg_wr(&t->vm, slot, 0, reg, v, size);
 }
 
 static uint32_t rd(struct tvm *t, uint32_t off, unsigned size)
 {
-	uint8_t b[4] = {0};
-	assert_int_equal(bus_access(&t->vm.mmio, t->bar + off, b, size, false), 0);
-	uint32_t v = 0;
-	for (unsigned i = 0; i < size; i++)
-		v |= (uint32_t)b[i] << (8 * i);
-	return v;
+	return (uint32_t)test_bus_rd(&t->vm.mmio, t->bar + off, size);
 }
 
 static void wr(struct tvm *t, uint32_t off, uint32_t v, unsigned size)
 {
-	uint8_t b[4];
-	for (unsigned i = 0; i < 4; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
-	assert_int_equal(bus_access(&t->vm.mmio, t->bar + off, b, size, true), 0);
+	test_bus_wr(&t->vm.mmio, t->bar + off, v, size);
 }
 
 static uint8_t status(struct tvm *t)
@@ -185,14 +161,7 @@ static struct tvm *tvm_new(bool virtio_console)
 	t->cfg.smp = 1;
 	t->cfg.serial = "stdio";
 	t->cfg.virtio_console = virtio_console;
-	t->vm.cfg = &t->cfg;
-	t->vm.engine = &test_engine;
-	t->vm.nvcpus = 1;
-	pthread_mutex_init(&t->vm.lock, NULL);
-	pthread_cond_init(&t->vm.stopped_cond, NULL);
-	bus_init(&t->vm.pio, "pio");
-	bus_init(&t->vm.mmio, "mmio");
-	assert_int_equal(gmem_init(&t->vm.mem, t->cfg.mem_size, err, sizeof(err)), 0);
+	assert_int_equal(test_vm_init(&t->vm, &t->cfg, &test_engine), 0);
 
 	int in[2], out[2];
 	assert_int_equal(pipe(in), 0);
@@ -210,14 +179,8 @@ static struct tvm *tvm_new(bool virtio_console)
 
 	t->vm.serial = chardev_open("stdio", err, sizeof(err));
 	assert_non_null(t->vm.serial);
-	static const char *const mine[] = {"uart8250", "pci", "virtio-console"};
-	for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++) {
-		struct device_type *ty = device_types();
-		while (ty && strcmp(ty->name, mine[i]) != 0)
-			ty = ty->next;
-		assert_non_null(ty);
-		assert_int_equal(ty->create(&t->vm), 0);
-	}
+	static const char *const mine[] = {"uart8250", "pci", "virtio-console", NULL};
+	assert_int_equal(test_vm_add_devices(&t->vm, mine), 0);
 	assert_int_equal(chardev_start(t->vm.serial), 0);
 	if (!virtio_console)
 		return t;
@@ -236,11 +199,7 @@ static struct tvm *tvm_new(bool virtio_console)
 
 static void tvm_free(struct tvm *t)
 {
-	while (t->vm.devices) {
-		struct device *d = t->vm.devices;
-		t->vm.devices = d->next;
-		d->destroy(d->opaque);
-	}
+	test_vm_destroy(&t->vm);
 	chardev_close(t->vm.serial);
 	close(t->in_w);
 	close(t->out_r);
@@ -248,11 +207,6 @@ static void tvm_free(struct tvm *t)
 	dup2(t->saved_stdout, STDOUT_FILENO);
 	close(t->saved_stdin);
 	close(t->saved_stdout);
-	bus_destroy(&t->vm.pio);
-	bus_destroy(&t->vm.mmio);
-	gmem_destroy(&t->vm.mem);
-	pthread_mutex_destroy(&t->vm.lock);
-	pthread_cond_destroy(&t->vm.stopped_cond);
 	free(t);
 }
 
@@ -287,9 +241,7 @@ static size_t read_output(struct tvm *t, char *buf, size_t cap)
 
 static void *host(struct tvm *t, uint64_t gpa, uint64_t len)
 {
-	void *p = gmem_ptr(&t->vm.mem, gpa, len);
-	assert_non_null(p);
-	return p;
+	return test_ram(&t->vm, gpa, len);
 }
 
 /* ---- the driver ----------------------------------------------------------------------------- */
@@ -487,8 +439,7 @@ static void test_identity(void **state)
 	assert_int_equal(cc.rows, 0);
 	driver_init(t, false);
 	/* Under --console virtio the UART has no line: what the guest sends there goes nowhere. */
-	uint32_t v = 'U';
-	pio(t, 0x3f8, &v, 1, true);
+	test_bus_wr(&t->vm.pio, 0x3f8, 'U', 1);
 	char buf[8];
 	assert_int_equal(read_output(t, buf, sizeof(buf)), 0);
 }
@@ -679,8 +630,7 @@ static void test_uart_console(void **state)
 	/* Without --console virtio there is no virtio-console, and the UART has the line. */
 	for (unsigned s = 1; s < PCI_SLOTS; s++)
 		assert_int_equal(cfg_rd(t, s, 0, 2), 0xffff);
-	uint32_t v = 'U';
-	pio(t, 0x3f8, &v, 1, true);
+	test_bus_wr(&t->vm.pio, 0x3f8, 'U', 1);
 	char buf[8];
 	assert_int_equal(read_output(t, buf, sizeof(buf)), 1);
 	assert_int_equal(buf[0], 'U');

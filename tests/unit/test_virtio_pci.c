@@ -32,6 +32,8 @@
 #include "vm/state.h"
 #include "vm/vm.h"
 
+#include "test_vm.h"
+
 #define RAM_SIZE     (16ull << 20)
 #define DISK_SIZE    (4ull << 20)
 #define DISK_SECTORS (DISK_SIZE / 512)
@@ -155,12 +157,12 @@ struct tvm {
 	struct vm_config cfg;
 };
 
-static const char *const wanted[] = {"pci", "virtio-blk", "virtio-rng"};
+/* The bus before its devices; blk then rng gives BLK_SLOT and RNG_SLOT. */
+static const char *const wanted[] = {"pci", "virtio-blk", "virtio-rng", NULL};
 
 static struct tvm *tvm_new(const char *disk)
 {
 	struct tvm *t = calloc(1, sizeof(*t));
-	char err[256];
 	assert_non_null(t);
 	for (int i = 0; i < NLINES; i++)
 		atomic_store(&irq_level[i], 0);
@@ -173,38 +175,14 @@ static struct tvm *tvm_new(const char *disk)
 	t->cfg.drives[0] = (struct vm_drive){.file = disk, .format = BLOCK_RAW};
 	t->cfg.ndrives = 1;
 	t->cfg.rng = true;
-	t->vm.cfg = &t->cfg;
-	t->vm.engine = &test_engine;
-	t->vm.nvcpus = 1;
-	pthread_mutex_init(&t->vm.lock, NULL);
-	pthread_cond_init(&t->vm.stopped_cond, NULL);
-	bus_init(&t->vm.pio, "pio");
-	bus_init(&t->vm.mmio, "mmio");
-	assert_int_equal(gmem_init(&t->vm.mem, RAM_SIZE, err, sizeof(err)), 0);
-	/* Only the wanted types, in the order device_types() gives (the bus before its devices). */
-	unsigned made = 0;
-	for (struct device_type *ty = device_types(); ty; ty = ty->next)
-		for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
-			if (strcmp(ty->name, wanted[i]) == 0) {
-				assert_int_equal(ty->create(&t->vm), 0);
-				made++;
-			}
-	assert_int_equal(made, 3);
+	assert_int_equal(test_vm_init(&t->vm, &t->cfg, &test_engine), 0);
+	assert_int_equal(test_vm_add_devices(&t->vm, wanted), 0);
 	return t;
 }
 
 static void tvm_free(struct tvm *t)
 {
-	while (t->vm.devices) {
-		struct device *d = t->vm.devices;
-		t->vm.devices = d->next;
-		d->destroy(d->opaque);
-	}
-	bus_destroy(&t->vm.pio);
-	bus_destroy(&t->vm.mmio);
-	gmem_destroy(&t->vm.mem);
-	pthread_mutex_destroy(&t->vm.lock);
-	pthread_cond_destroy(&t->vm.stopped_cond);
+	test_vm_destroy(&t->vm);
 	free(t);
 }
 
@@ -242,14 +220,6 @@ static int teardown(void **state)
 
 /* ---- bus accesses as a guest makes them -------------------------------------------------- */
 
-static uint64_t get_le(const uint8_t *p, unsigned n)
-{
-	uint64_t v = 0;
-	for (unsigned i = 0; i < n; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
 static void put_le(uint8_t *p, uint64_t v, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
@@ -258,54 +228,37 @@ static void put_le(uint8_t *p, uint64_t v, unsigned n)
 
 static uint64_t pio_rd(struct tvm *t, uint16_t port, unsigned size)
 {
-	uint8_t b[4];
-	memset(b, 0x5a, sizeof(b));
-	assert_int_equal(bus_access(&t->vm.pio, port, b, size, false), 0);
-	return get_le(b, size);
+	return test_bus_rd(&t->vm.pio, port, size);
 }
 
 static void pio_wr(struct tvm *t, uint16_t port, uint64_t v, unsigned size)
 {
-	uint8_t b[4];
-	put_le(b, v, size);
-	assert_int_equal(bus_access(&t->vm.pio, port, b, size, true), 0);
+	test_bus_wr(&t->vm.pio, port, v, size);
 }
 
 static uint64_t mmio_rd(struct tvm *t, uint64_t addr, unsigned size)
 {
-	uint8_t b[8];
-	memset(b, 0x5a, sizeof(b));
-	assert_int_equal(bus_access(&t->vm.mmio, addr, b, size, false), 0);
-	return get_le(b, size);
+	return test_bus_rd(&t->vm.mmio, addr, size);
 }
 
 static void mmio_wr(struct tvm *t, uint64_t addr, uint64_t v, unsigned size)
 {
-	uint8_t b[8];
-	put_le(b, v, size);
-	assert_int_equal(bus_access(&t->vm.mmio, addr, b, size, true), 0);
-}
-
-static uint32_t cfg_address(unsigned bus, unsigned slot, unsigned fn, unsigned off)
-{
-	return 0x80000000u | bus << 16 | slot << 11 | fn << 8 | (off & 0xfc);
+	test_bus_wr(&t->vm.mmio, addr, v, size);
 }
 
 static uint32_t cfg_rd_fn(struct tvm *t, unsigned slot, unsigned fn, unsigned off, unsigned size)
 {
-	pio_wr(t, PCI_CONFIG_ADDR_PORT, cfg_address(0, slot, fn, off), 4);
-	return (uint32_t)pio_rd(t, (uint16_t)(PCI_CONFIG_DATA_PORT + (off & 3)), size);
+	return test_cfg_rd(&t->vm, slot, fn, off, size);
 }
 
 static uint32_t cfg_rd(struct tvm *t, unsigned slot, unsigned off, unsigned size)
 {
-	return cfg_rd_fn(t, slot, 0, off, size);
+	return test_cfg_rd(&t->vm, slot, 0, off, size);
 }
 
 static void cfg_wr(struct tvm *t, unsigned slot, unsigned off, uint32_t v, unsigned size)
 {
-	pio_wr(t, PCI_CONFIG_ADDR_PORT, cfg_address(0, slot, 0, off), 4);
-	pio_wr(t, (uint16_t)(PCI_CONFIG_DATA_PORT + (off & 3)), v, size);
+	test_cfg_wr(&t->vm, slot, 0, off, v, size);
 }
 
 static uint64_t bar0(struct tvm *t, unsigned slot)
@@ -315,9 +268,7 @@ static uint64_t bar0(struct tvm *t, unsigned slot)
 
 static void *ram(struct tvm *t, uint64_t gpa, uint64_t len)
 {
-	void *p = gmem_ptr(&t->vm.mem, gpa, len);
-	assert_non_null(p);
-	return p;
+	return test_ram(&t->vm, gpa, len);
 }
 
 /* ---- capabilities ------------------------------------------------------------------------- */
@@ -817,15 +768,15 @@ static void test_enumeration(void **state)
 		}
 	for (unsigned s = RNG_SLOT + 1; s < PCI_SLOTS; s++)
 		assert_int_equal(cfg_rd(t, s, 0x00, 4), 0xffffffff);
-	pio_wr(t, PCI_CONFIG_ADDR_PORT, cfg_address(1, 0, 0, 0), 4);
+	pio_wr(t, PCI_CONFIG_ADDR_PORT, test_cfg_addr(1, 0, 0, 0), 4);
 	assert_int_equal(pio_rd(t, PCI_CONFIG_DATA_PORT, 4), 0xffffffff);
-	pio_wr(t, PCI_CONFIG_ADDR_PORT, cfg_address(0, BLK_SLOT, 0, 0) & 0x7fffffff, 4);
+	pio_wr(t, PCI_CONFIG_ADDR_PORT, test_cfg_addr(0, BLK_SLOT, 0, 0) & 0x7fffffff, 4);
 	assert_int_equal(pio_rd(t, PCI_CONFIG_DATA_PORT, 4), 0xffffffff);
 	/* CONFIG_ADDRESS reads back as written (dword accesses only). */
 	pio_wr(t, PCI_CONFIG_ADDR_PORT, 0x80001008, 4);
 	assert_int_equal(pio_rd(t, PCI_CONFIG_ADDR_PORT, 4), 0x80001008);
 	/* A write to an absent function changes nothing anywhere. */
-	pio_wr(t, PCI_CONFIG_ADDR_PORT, cfg_address(0, BLK_SLOT, 3, 0x04), 4);
+	pio_wr(t, PCI_CONFIG_ADDR_PORT, test_cfg_addr(0, BLK_SLOT, 3, 0x04), 4);
 	pio_wr(t, PCI_CONFIG_DATA_PORT, 0, 2);
 	assert_true(cfg_rd(t, BLK_SLOT, 0x04, 2) & CMD_MEM);
 
@@ -2017,7 +1968,7 @@ static void test_random(void **state)
 			unsigned fn = rnd(&seed) % 8 == 0 ? (unsigned)(rnd(&seed) % 8) : 0;
 			size = size == 8 ? 4 : size;
 			off &= ~(size - 1);
-			pio_wr(t, PCI_CONFIG_ADDR_PORT, cfg_address(0, slot, fn, off), 4);
+			pio_wr(t, PCI_CONFIG_ADDR_PORT, test_cfg_addr(0, slot, fn, off), 4);
 			rc = bus_access(&t->vm.pio, PCI_CONFIG_DATA_PORT + (off & 3), buf, size,
 					write);
 		} else if (op < 4) {
