@@ -96,6 +96,13 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	if (!f)
 		return 0;
+	/* Devices first, as vm_destroy does: the soft engine's interrupt controllers run a timer
+	 * thread that notifies the vCPU. */
+	while (f->vm.devices) {
+		struct device *d = f->vm.devices;
+		f->vm.devices = d->next;
+		d->destroy(d->opaque);
+	}
 	f->eng->vcpu_destroy(&f->vm.vcpus[0]);
 	f->eng->vm_destroy(&f->vm);
 	gmem_destroy(&f->vm.mem);
