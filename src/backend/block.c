@@ -277,7 +277,9 @@ struct block *block_open_depth(const char *path, enum block_format fmt, bool rea
 		set_err(err, err_len, "%s: unknown image format", path);
 		return NULL;
 	}
-	int fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO (say, named as a backing file) must be refused, not wait forever
+	 * for a writer; it is cleared once the file is known to be a regular or block file. */
+	int fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0) {
 		set_err(err, err_len, "cannot open %s%s: %s", path, readonly ? "" : " for writing",
 			strerror(errno));
@@ -299,6 +301,11 @@ struct block *block_open_depth(const char *path, enum block_format fmt, bool rea
 		}
 	} else {
 		set_err(err, err_len, "%s is not a regular file or a block device", path);
+		goto fail_fd;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		set_err(err, err_len, "cannot set up %s: %s", path, strerror(errno));
 		goto fail_fd;
 	}
 	if (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {

@@ -638,6 +638,9 @@ static int decode(struct qcow2 *q, uint64_t e, enum ctype *t, uint64_t *host)
 	if (off && !host_ok(q, off))
 		return corrupt(q, "L2 entry 0x%llx points outside the image",
 			       (unsigned long long)e);
+	if (off && is_fixed_metadata(q, off)) /* freeing or writing it would wreck the image */
+		return corrupt(q, "L2 entry 0x%llx points at the image's own tables",
+			       (unsigned long long)e);
 	*host = off;
 	*t = (e & OFLAG_ZERO) ? C_ZERO : off ? C_NORMAL : C_UNALLOC;
 	return 0;
@@ -1438,6 +1441,28 @@ struct qcow2 *qcow2_open(int fd, const char *path, uint64_t file_size, bool read
 		q->l1[i] = be64toh(q->l1[i]);
 	for (uint64_t i = 0; i < q->reft_entries; i++)
 		q->reft[i] = be64toh(q->reft[i]);
+	/* Every table pointer must lie inside the file as it is now: one past its end would come
+	 * to alias whatever ferry allocates there later. */
+	for (uint32_t i = 0; i < q->l1_size; i++) {
+		uint64_t e = q->l1[i], off = e & OFFSET_MASK;
+		if ((e & L1E_RESERVED) || (off && !table_ok(q, off))) {
+			set_err(err, err_len,
+				"%s: L1 entry %u (0x%llx) is invalid: the image is corrupt (try "
+				"qemu-img check -r all)",
+				path, i, (unsigned long long)e);
+			goto fail;
+		}
+	}
+	for (uint64_t i = 0; i < q->reft_entries; i++) {
+		uint64_t e = q->reft[i];
+		if ((e & REFT_RESERVED) || (e && !table_ok(q, e))) {
+			set_err(err, err_len,
+				"%s: refcount table entry %llu (0x%llx) is invalid: the image is "
+				"corrupt (try qemu-img check -r all)",
+				path, (unsigned long long)i, (unsigned long long)e);
+			goto fail;
+		}
+	}
 
 	if (!readonly && autoclear) {
 		/* Bits we do not know describe data we will not keep up to date: drop them. */
