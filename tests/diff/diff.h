@@ -200,9 +200,11 @@ void native_fini(void);
 void native_layout(uint8_t *code);
 
 bool soft_init(void);
-/* 0: ran; -1: the interpreter crashed (signal) or returned an unexpected exit, why says how. */
-int soft_run_case(const struct tcase *tc, struct machine *out, uint8_t *mem_out, char *why,
-		  size_t why_len);
+/* 0: ran; -1: the interpreter crashed (signal) or returned an unexpected exit, why says how.
+ * translated: the instruction runs as translated code (src/engine/soft/jit.c) in a block with
+ * a stop after it, instead of alone in the handler loop. */
+int soft_run_case(const struct tcase *tc, bool translated, struct machine *out, uint8_t *mem_out,
+		  char *why, size_t why_len);
 bool soft_has_feat(enum feat f);
 bool host_has_feat(enum feat f);
 

@@ -74,11 +74,30 @@ bool soft_init(void)
 	return true;
 }
 
-int soft_run_case(const struct tcase *tc, struct machine *out, uint8_t *mem_out, char *why,
-		  size_t why_len)
+/* Where the translator's run of a case stops: a syscall (which leaves the run loop with RIP
+ * after it) over the first bytes of each landing stub, in the interpreter's copy only. */
+static const uint8_t stop_insn[2] = {0x0f, 0x05};
+
+static bool at_stop(uint64_t rip, const struct tcase *tc)
+{
+	if (rip == INSN_ADDR + tc->len)
+		return true;
+	for (unsigned i = 0; i < tc->ntargets; i++)
+		if (rip == tc->targets[i])
+			return true;
+	return false;
+}
+
+int soft_run_case(const struct tcase *tc, bool translated, struct machine *out, uint8_t *mem_out,
+		  char *why, size_t why_len)
 {
 	struct soft_cpu *c = cpu;
 	memcpy((void *)CODE_BASE, tc->code, CODE_SIZE);
+	if (translated) {
+		memcpy((void *)(INSN_ADDR + tc->len), stop_insn, sizeof(stop_insn));
+		for (unsigned i = 0; i < tc->ntargets; i++)
+			memcpy((void *)tc->targets[i], stop_insn, sizeof(stop_insn));
+	}
 	memcpy((void *)SCRATCH_BASE, tc->mem, SCRATCH_SIZE);
 	/* The code page changed under the decoded-block cache: drop what was decoded from it, the
 	 * way the engine does for self-modifying code (emptying the whole cache each case would
@@ -98,7 +117,9 @@ int soft_run_case(const struct tcase *tc, struct machine *out, uint8_t *mem_out,
 	c->exc_vector = -1;
 	c->exc_error = 0;
 	c->exc_addr = 0;
-	c->insn_budget = 1;
+	/* The handler loop runs the one instruction under a budget; the translator runs whole
+	 * blocks only, so its run goes on to the stop after the instruction. */
+	c->insn_budget = translated ? 64 : 1;
 	c->exit_request = 0;
 
 	int sig = sigsetjmp(crash_env, 1);
@@ -123,9 +144,16 @@ int soft_run_case(const struct tcase *tc, struct machine *out, uint8_t *mem_out,
 	out->error = 0;
 	out->addr = 0;
 	memcpy(mem_out, (void *)SCRATCH_BASE, SCRATCH_SIZE);
+	if (translated && ex == SOFT_EXIT_SYSCALL && at_stop(c->rip - sizeof(stop_insn), tc)) {
+		out->rip = c->rip - sizeof(stop_insn);
+		return 0;
+	}
 	switch (ex) {
 	case SOFT_EXIT_STOP:
-		return 0;
+		if (!translated)
+			return 0;
+		snprintf(why, why_len, "the translated run did not reach its stop");
+		return -1;
 	case SOFT_EXIT_EXCEPTION:
 		out->vector = c->exc_vector;
 		out->error = c->exc_error;

@@ -41,7 +41,7 @@ struct bn_state {
 };
 
 struct bn_insn {
-	uint8_t soft[16], native[16];
+	uint8_t soft[512], native[512];
 	unsigned slen, nlen;
 	struct soft_cpu *cpu;
 };
@@ -342,7 +342,7 @@ static bool bn_check(struct bn_insn *t, const struct bn_state *in, uint64_t flag
 
 /* Fills the data area (mem says how much of it) with random bytes and puts v (sz bytes) at
  * RBX's address plus disp. */
-static void bn_fill_mem(enum bn_mem mem, int disp, uint64_t v, unsigned sz)
+static inline void bn_fill_mem(enum bn_mem mem, int disp, uint64_t v, unsigned sz)
 {
 	unsigned off = mem == BN_MEM_ALL ? 0 : BN_DSIZE / 2 - BN_NEAR;
 	unsigned len = mem == BN_MEM_ALL ? BN_DSIZE : mem == BN_MEM_NEAR ? 2 * BN_NEAR : 0;
@@ -357,7 +357,7 @@ static void bn_fill_mem(enum bn_mem mem, int disp, uint64_t v, unsigned sz)
 /* ---- encodings ------------------------------------------------------------------------------- */
 
 struct bn_enc {
-	uint8_t b[16];
+	uint8_t b[512]; /* test_soft_jit encodes whole blocks */
 	unsigned n;
 };
 
@@ -368,7 +368,7 @@ static void bn_byte(struct bn_enc *e, unsigned b)
 
 /* The prefixes of operand size sz: 66 for 16 bits, REX.W for 64 (rex: other REX bits; emitted
  * when not 0 even for other sizes). */
-static void bn_prefix(struct bn_enc *e, unsigned sz, unsigned rex)
+static inline void bn_prefix(struct bn_enc *e, unsigned sz, unsigned rex)
 {
 	if (sz == 2)
 		bn_byte(e, 0x66);
@@ -382,13 +382,13 @@ static void bn_prefix(struct bn_enc *e, unsigned sz, unsigned rex)
  * memory at RBX, at RBX - 2 (across a page boundary) or on the read-only page. */
 enum { BN_M_RBX = -1, BN_M_CROSS = -2, BN_M_RO = -3 };
 
-static int bn_disp(int where)
+static inline int bn_disp(int where)
 {
 	return where == BN_M_CROSS ? -2 : where == BN_M_RO ? (int)(BN_RO - BN_MID) : 0;
 }
 
 /* ModRM (and displacement) for reg field reg and an operand at where. */
-static void bn_modrm(struct bn_enc *e, unsigned reg, int where)
+static inline void bn_modrm(struct bn_enc *e, unsigned reg, int where)
 {
 	if (where >= 0) {
 		bn_byte(e, 0xc0 | reg << 3 | (unsigned)where);

@@ -7,12 +7,19 @@
 
 #define BLOCK_MAX 64
 
+/* A block's host code (jit.c): runs the block from its first instruction (c->rip is its
+ * address), and the blocks it chains to, entering each as the run loop would; returns how many
+ * instructions of the block it left in did not run (0, or more when a handler set
+ * stop_block). */
+typedef unsigned (*jit_fn)(struct soft_cpu *c);
+
 struct block {
 	uint64_t gpa;  /* guest-physical address of the first instruction */
 	unsigned mode; /* decode mode (64-, 32- or 16-bit code) */
 	unsigned n;    /* instructions */
 	unsigned npages;
 	uint64_t pages[2]; /* guest-physical pages the instruction bytes come from */
+	jit_fn jit;        /* its host code, or NULL: the handler loop runs it */
 	struct block *hash_next, *page_next[2], *dead_next;
 	struct insn insns[];
 };

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "engine/soft/cache.h"
+#include "engine/soft/jit.h"
 #include "util/log.h"
 
 uint64_t soft_host_ns(void)
@@ -137,6 +138,18 @@ static struct block *build_block(struct soft_cpu *c, uint64_t va, uint64_t gpa, 
 	b->npages = last_page != b->pages[0] ? 2 : 1;
 	b->pages[1] = last_page;
 	memcpy(b->insns, tmp, n * sizeof(struct insn));
+	b->jit = NULL;
+	if (c->jit) {
+		b->jit = soft_jit_translate(c->jit, b);
+		if (!b->jit && mode == SOFT_MODE_64) {
+			/* The code space is full: drop every block (none is running between
+			 * blocks) and start it again. */
+			soft_cache_flush(c->cache);
+			soft_cache_reap(c->cache);
+			soft_jit_reset(c->jit);
+			b->jit = soft_jit_translate(c->jit, b);
+		}
+	}
 	if (!soft_cache_insert(c->cache, b)) {
 		free(b);
 		soft_fail(c, "out of memory for decoded code");
@@ -215,11 +228,18 @@ __attribute__((noinline)) static void run_blocks(struct soft_cpu *c)
 			const struct insn *in = b->insns;
 			c->stop_block = false;
 			c->icount += count;
-			do {
-				c->insn_start = c->rip;
-				c->rip += in->len;
-				in->fn(c, in);
-			} while (++in < end && !c->stop_block);
+			if (likely(b->jit != NULL) && count == b->n) {
+				/* It may chain on into other blocks: the pass ends with no
+				 * instruction of this one left to take back. */
+				c->icount -= b->jit(c);
+				in = end;
+			} else {
+				do {
+					c->insn_start = c->rip;
+					c->rip += in->len;
+					in->fn(c, in);
+				} while (++in < end && !c->stop_block);
+			}
 			if (unlikely(in != end))
 				c->icount -= (uint64_t)(end - in);
 		} while (c->rip == va && !c->stop_block && c->epoch == epoch &&
@@ -292,6 +312,11 @@ struct soft_cpu *soft_cpu_create(const struct soft_mem_ops *mem, bool user_mode)
 		free(c);
 		return NULL;
 	}
+	/* FERRY_SOFT_JIT=0 interprets everything (to compare the two, or to rule the translator
+	 * out); without code space the engine interprets too, only slower. */
+	const char *jit = getenv("FERRY_SOFT_JIT");
+	if (!jit || strcmp(jit, "0") != 0)
+		c->jit = soft_jit_create();
 	c->mem = *mem;
 	c->user_mode = user_mode;
 	soft_tlb_flush(c);
@@ -345,6 +370,7 @@ void soft_cpu_destroy(struct soft_cpu *c)
 	if (!c)
 		return;
 	soft_cache_destroy(c->cache);
+	soft_jit_destroy(c->jit);
 	free(c);
 }
 

@@ -7,7 +7,8 @@
  * handler, which reads and writes registers directly and memory through the soft TLB (mmu.c).
  * Arithmetic flags are lazy (flags.c): handlers record the operation and its operands and the
  * flags are computed only when something reads them. Faults unwind to the run loop with longjmp
- * after RIP is put back on the faulting instruction. */
+ * after RIP is put back on the faulting instruction. 64-bit blocks also become host code once
+ * (jit.c), which runs the common forms itself and calls the handlers for the rest. */
 #ifndef FERRY_SOFT_H
 #define FERRY_SOFT_H
 
@@ -317,6 +318,7 @@ struct soft_cpu {
 
 	struct soft_mem_ops mem;
 	struct soft_cache *cache;
+	struct soft_jit *jit; /* host code for 64-bit blocks (jit.c); NULL: interpret only */
 	jmp_buf unwind;
 	struct tlb_entry tlbs[2][TLB_SIZE];
 	uint64_t tlb_global[2][TLB_SIZE / 64]; /* entries that map a global page */

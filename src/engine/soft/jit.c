@@ -1,0 +1,966 @@
+/* The translator (jit.h): decoded 64-bit blocks to host x86-64 code.
+ *
+ * Translated code runs with RBX = the CPU and R12 = the block's guest-virtual address (its RIP
+ * on entry; a block may be entered at more than one address, so nothing guest-virtual is baked
+ * in). Guest registers live in c->gpr: each instruction loads what it reads and stores what it
+ * writes, so a handler called in between always sees the whole guest state. RAX, RCX and RDX
+ * are scratch. The code space is one mapping, filled from the start; when it is full every
+ * block is dropped and it starts again (cpu.c). */
+#include "engine/soft/jit.h"
+
+#include <Zydis/Zydis.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#define JIT_SPACE (64u << 20)
+
+struct soft_jit {
+	uint8_t *base;
+	size_t size, used;
+};
+
+struct soft_jit *soft_jit_create(void)
+{
+	struct soft_jit *j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	void *p = mmap(NULL, JIT_SPACE, PROT_READ | PROT_WRITE | PROT_EXEC,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		free(j);
+		return NULL;
+	}
+	j->base = p;
+	j->size = JIT_SPACE;
+	return j;
+}
+
+void soft_jit_destroy(struct soft_jit *j)
+{
+	if (!j)
+		return;
+	munmap(j->base, j->size);
+	free(j);
+}
+
+void soft_jit_reset(struct soft_jit *j)
+{
+	j->used = 0;
+}
+
+/* ---- emitting host instructions ------------------------------------------------------------ */
+
+enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSI = 6, RDI = 7, R12 = 12 };
+
+#define OFF_RIP      ((int32_t)offsetof(struct soft_cpu, rip))
+#define OFF_START    ((int32_t)offsetof(struct soft_cpu, insn_start))
+#define OFF_STOP     ((int32_t)offsetof(struct soft_cpu, stop_block))
+#define OFF_LF_OP    ((int32_t)offsetof(struct soft_cpu, lf.op))
+#define OFF_LF_RES   ((int32_t)offsetof(struct soft_cpu, lf.res))
+#define OFF_LF_S1    ((int32_t)offsetof(struct soft_cpu, lf.src1))
+#define OFF_LF_S2    ((int32_t)offsetof(struct soft_cpu, lf.src2))
+#define OFF_TLB      ((int32_t)offsetof(struct soft_cpu, tlb))
+#define OFF_SEGB(s)  ((int32_t)(offsetof(struct soft_cpu, seg) + (s) * sizeof(struct cpu_segment)))
+
+#define OFF_EXITREQ  ((int32_t)offsetof(struct soft_cpu, exit_request))
+#define OFF_INTRREQ  ((int32_t)offsetof(struct soft_cpu, intr_request))
+#define OFF_NMIREQ   ((int32_t)offsetof(struct soft_cpu, nmi_request))
+#define OFF_LIMIT    ((int32_t)offsetof(struct soft_cpu, icount_limit))
+#define OFF_ICOUNT   ((int32_t)offsetof(struct soft_cpu, icount))
+#define OFF_JC       ((int32_t)offsetof(struct soft_cpu, jc))
+#define OFF_EPOCH    ((int32_t)offsetof(struct soft_cpu, epoch))
+#define OFF_CURBLOCK ((int32_t)offsetof(struct soft_cpu, cur_block))
+#define OFF_CURVA    ((int32_t)offsetof(struct soft_cpu, cur_block_va))
+#define OFF_CUREND   ((int32_t)offsetof(struct soft_cpu, cur_end))
+#define OFF_SHADOW   ((int32_t)offsetof(struct soft_cpu, intr_shadow))
+
+_Static_assert(sizeof(struct jc_entry) == 24 && offsetof(struct jc_entry, va) == 0 &&
+		   offsetof(struct jc_entry, epoch) == 8 && offsetof(struct jc_entry, block) == 16,
+	       "the chain's jump-cache probe");
+_Static_assert(sizeof(((struct soft_cpu *)0)->exit_request) == 4 &&
+		   sizeof(((struct soft_cpu *)0)->intr_request) == 4 &&
+		   sizeof(((struct soft_cpu *)0)->nmi_request) == 4 &&
+		   sizeof(((struct soft_cpu *)0)->stop_block) == 1 &&
+		   sizeof(((struct soft_cpu *)0)->intr_shadow) == 1,
+	       "the chain's checks read these widths");
+_Static_assert(sizeof(struct tlb_entry) == 40, "the TLB probe indexes entries of 5 quadwords");
+_Static_assert(offsetof(struct tlb_entry, tag_read) == 0 &&
+		   offsetof(struct tlb_entry, tag_write) == 8 &&
+		   offsetof(struct tlb_entry, addend) == 24,
+	       "the TLB probe's field offsets");
+
+struct emit {
+	uint8_t *p, *end;
+	bool full;
+};
+
+static void b1(struct emit *e, unsigned v)
+{
+	if (e->p < e->end)
+		*e->p++ = (uint8_t)v;
+	else
+		e->full = true;
+}
+
+static void b4(struct emit *e, uint32_t v)
+{
+	for (unsigned i = 0; i < 4; i++)
+		b1(e, (v >> (8 * i)) & 0xff);
+}
+
+static void b8(struct emit *e, uint64_t v)
+{
+	b4(e, (uint32_t)v);
+	b4(e, (uint32_t)(v >> 32));
+}
+
+/* A fixed run of instruction bytes. */
+#define BYTES(e, ...)                                                                              \
+	do {                                                                                       \
+		const uint8_t bytes_[] = {__VA_ARGS__};                                            \
+		for (size_t k_ = 0; k_ < sizeof(bytes_); k_++)                                     \
+			b1(e, bytes_[k_]);                                                         \
+	} while (0)
+
+static bool fits32(int64_t v)
+{
+	return v == (int32_t)v;
+}
+
+/* The REX prefix, when one is needed: W for 64-bit operands, R and B extend the ModRM fields. */
+static void rex(struct emit *e, bool w, unsigned reg, unsigned rm)
+{
+	unsigned v = 0x40u | (w ? 8u : 0u) | ((reg >> 3) << 2) | (rm >> 3);
+	if (v != 0x40u)
+		b1(e, v);
+}
+
+/* op reg, [rbx + off] (and the reverse: op is the opcode byte). */
+static void rbx_mem(struct emit *e, bool w, unsigned op, unsigned reg, int32_t off)
+{
+	rex(e, w, reg, RBX);
+	b1(e, op);
+	b1(e, 0x80u | ((reg & 7u) << 3) | RBX);
+	b4(e, (uint32_t)off);
+}
+
+static void load(struct emit *e, bool w, unsigned reg, int32_t off)
+{
+	rbx_mem(e, w, 0x8b, reg, off);
+}
+
+static void store(struct emit *e, bool w, unsigned reg, int32_t off)
+{
+	rbx_mem(e, w, 0x89, reg, off);
+}
+
+static void store_imm32(struct emit *e, int32_t off, uint32_t v)
+{
+	rbx_mem(e, false, 0xc7, 0, off);
+	b4(e, v);
+}
+
+/* lea reg, [r12 + disp]: a guest-virtual address in this block's frame. */
+static void lea_r12(struct emit *e, unsigned reg, int32_t disp)
+{
+	rex(e, true, reg, R12);
+	b1(e, 0x8d);
+	b1(e, 0x84u | ((reg & 7u) << 3));
+	b1(e, 0x24);
+	b4(e, (uint32_t)disp);
+}
+
+static void set_va(struct emit *e, int32_t field, int32_t disp)
+{
+	lea_r12(e, RAX, disp);
+	store(e, true, RAX, field);
+}
+
+/* Leaves the translated code: EAX = the current block's instructions that did not run (they
+ * were counted when it was entered), then the epilogue. */
+static void leave(struct emit *e, unsigned not_run)
+{
+	b1(e, 0xb8);
+	b4(e, not_run);
+	b1(e, 0x41);
+	b1(e, 0x5d); /* pop r13 */
+	b1(e, 0x41);
+	b1(e, 0x5c); /* pop r12 */
+	b1(e, 0x5b); /* pop rbx */
+	b1(e, 0xc3);
+}
+
+/* A rel32 jump or jcc to be patched: returns where its displacement goes. */
+static uint8_t *jump_fwd(struct emit *e, int cc)
+{
+	if (cc < 0) {
+		b1(e, 0xe9);
+	} else {
+		b1(e, 0x0f);
+		b1(e, 0x80u + (unsigned)cc);
+	}
+	uint8_t *at = e->p;
+	b4(e, 0);
+	return at;
+}
+
+static void patch_here(struct emit *e, uint8_t *at)
+{
+	if (e->full || !at)
+		return;
+	int32_t rel = (int32_t)(e->p - (at + 4));
+	memcpy(at, &rel, 4);
+}
+
+/* RDX = the address of entry (RAX >> shift) & mask of the table whose pointer is at
+ * [rbx + table], entries of quads quadwords (3 or 5). Clobbers RSI. */
+static void table_entry(struct emit *e, unsigned shift, uint32_t mask, unsigned quads,
+			int32_t table)
+{
+	BYTES(e, 0x48, 0x89, 0xc2, 0x48, 0xc1, 0xea, shift); /* mov rdx, rax; shr rdx, shift */
+	b1(e, 0x81);
+	b1(e, 0xe2);
+	b4(e, mask);                                          /* and edx, mask */
+	BYTES(e, 0x48, 0x8d, 0x14, quads == 5 ? 0x92 : 0x52); /* lea rdx, [rdx + rdx*4 or 2] */
+	load(e, true, RSI, table);
+	BYTES(e, 0x48, 0x8d, 0x14, 0xd6); /* lea rdx, [rsi + rdx*8] */
+}
+
+#define PROLOGUE_CHAIN 8 /* where a chained block is entered: past the pushes and mov rbx, rdi */
+
+/* The end of a block whose next RIP is in c->rip: straight on into that block's host code when
+ * the run loop would do nothing else between the two (no request pending, no budget, no
+ * stop_block) and the jump cache knows the block, as the run loop would find it; otherwise
+ * back to the run loop. Entering a block does what the run loop does: counts its
+ * instructions, makes it the current block, clears stop_block and the interrupt shadow. */
+static void chain(struct emit *e)
+{
+	load(e, true, RAX, OFF_RIP);
+	load(e, true, RCX, OFF_LIMIT);
+	static const int32_t flags[] = {OFF_EXITREQ, OFF_INTRREQ, OFF_NMIREQ};
+	for (unsigned i = 0; i < 3; i++) {
+		load(e, false, RDX, flags[i]);
+		b1(e, 0x48);
+		b1(e, 0x09);
+		b1(e, 0xd1); /* or rcx, rdx */
+	}
+	rbx_mem(e, false, 0x0f, RDX, 0); /* placeholder replaced below */
+	e->p -= 6;                       /* (rbx_mem cannot emit a two-byte opcode) */
+	b1(e, 0x0f);
+	b1(e, 0xb6);
+	b1(e, 0x80u | (RDX << 3) | RBX); /* movzx edx, byte [rbx + stop_block] */
+	b4(e, (uint32_t)OFF_STOP);
+	b1(e, 0x48);
+	b1(e, 0x09);
+	b1(e, 0xd1); /* or rcx, rdx */
+	uint8_t *out[4];
+	out[0] = jump_fwd(e, 0x5); /* jnz */
+	table_entry(e, 2, JC_SIZE - 1, 3, OFF_JC);
+	BYTES(e, 0x48, 0x3b, 0x02); /* cmp rax, [rdx] */
+	out[1] = jump_fwd(e, 0x5);
+	load(e, true, RCX, OFF_EPOCH);
+	BYTES(e, 0x48, 0x3b, 0x4a, 0x08); /* cmp rcx, [rdx + 8] */
+	out[2] = jump_fwd(e, 0x5);
+	BYTES(e, 0x48, 0x8b, 0x52, 0x10); /* mov rdx, [rdx + 16] */
+	b1(e, 0x48);
+	b1(e, 0x8b);
+	b1(e, 0x8a); /* mov rcx, [rdx + block.jit] */
+	b4(e, (uint32_t)offsetof(struct block, jit));
+	b1(e, 0x48);
+	b1(e, 0x85);
+	b1(e, 0xc9);               /* test rcx, rcx */
+	out[3] = jump_fwd(e, 0x4); /* jz */
+	b1(e, 0x8b);
+	b1(e, 0xb2); /* mov esi, [rdx + block.n] */
+	b4(e, (uint32_t)offsetof(struct block, n));
+	rbx_mem(e, true, 0x01, RSI, OFF_ICOUNT); /* add [rbx + icount], rsi */
+	store(e, true, RDX, OFF_CURBLOCK);
+	store(e, true, RAX, OFF_CURVA);
+	b1(e, 0x48);
+	b1(e, 0x69);
+	b1(e, 0xf6); /* imul rsi, rsi, sizeof(struct insn) */
+	b4(e, (uint32_t)sizeof(struct insn));
+	b1(e, 0x48);
+	b1(e, 0x8d);
+	b1(e, 0xb4);
+	b1(e, 0x32); /* lea rsi, [rdx + rsi + insns] */
+	b4(e, (uint32_t)offsetof(struct block, insns));
+	store(e, true, RSI, OFF_CUREND);
+	rbx_mem(e, false, 0xc6, 0, OFF_STOP); /* mov byte [rbx + stop_block], 0 */
+	b1(e, 0);
+	rbx_mem(e, false, 0xc6, 0, OFF_SHADOW);
+	b1(e, 0);
+	b1(e, 0x48);
+	b1(e, 0x83);
+	b1(e, 0xc1);
+	b1(e, PROLOGUE_CHAIN); /* add rcx, PROLOGUE_CHAIN */
+	b1(e, 0xff);
+	b1(e, 0xe1); /* jmp rcx */
+	for (unsigned i = 0; i < 4; i++)
+		patch_here(e, out[i]);
+	leave(e, 0);
+}
+
+/* The instruction as the handler loop runs it: insn_start, RIP past it, the handler. */
+static void call_handler(struct emit *e, const struct insn *in, int32_t off)
+{
+	set_va(e, OFF_START, off);
+	set_va(e, OFF_RIP, off + in->len);
+	b1(e, 0x48);
+	b1(e, 0x89);
+	b1(e, 0xdf); /* mov rdi, rbx */
+	b1(e, 0x48);
+	b1(e, 0xbe); /* mov rsi, imm64 */
+	b8(e, (uint64_t)(uintptr_t)in);
+	b1(e, 0x48);
+	b1(e, 0xb8); /* mov rax, imm64 */
+	b8(e, (uint64_t)(uintptr_t)in->fn);
+	b1(e, 0xff);
+	b1(e, 0xd0); /* call rax */
+}
+
+/* After a handler that is not the block's last: leave if it asked to (stop_block). */
+static void stop_check(struct emit *e, unsigned not_run)
+{
+	rbx_mem(e, false, 0x80, 7, OFF_STOP); /* cmp byte [rbx + stop_block], 0 */
+	b1(e, 0);
+	b1(e, 0x74);
+	b1(e, 11); /* je over the exit */
+	leave(e, not_run);
+}
+
+/* ---- which instructions become host code ------------------------------------------------- */
+
+enum form {
+	F_CALL,   /* the handler */
+	F_ALU_RR, /* add/sub/and/or/xor/cmp/test r, r */
+	F_ALU_RI, /* ... r, imm */
+	F_MOV_RR,
+	F_MOV_RI,
+	F_LEA,
+	F_SHIFT, /* shl/shr/sar r, imm (count not 0) */
+	F_ROT,   /* rol/ror r, imm (count not 0) */
+	F_INCDEC,
+	F_NOT,
+	F_JCC,
+	F_JMP,
+	F_EXT,    /* movzx/movsx/movsxd r, r/m */
+	F_LOAD,   /* mov r, [m] */
+	F_STORE,  /* mov [m], r / imm */
+	F_ALU_RM, /* add/sub/and/or/xor/cmp r, [m] */
+	F_ALU_MR, /* add/sub/and/or/xor/cmp/test [m], r / imm */
+};
+
+/* A memory operand the host code can address: 64-bit addressing, registers at whole-register
+ * offsets. */
+static bool mem_ok(const struct insn *in)
+{
+	const struct mem_ref *m = &in->mem;
+	return m->asize == 8 && fits32(m->disp) && (m->base == GPR_NONE || m->base % 8 == 0) &&
+	       (m->index == GPR_NONE || m->index % 8 == 0);
+}
+
+/* A 32- or 64-bit general register operand. */
+static bool gpr_op(const struct opnd *o)
+{
+	return o->kind == OPK_REG && (o->size == 4 || o->size == 8) && o->reg % 8 == 0 &&
+	       o->reg < 16 * 8;
+}
+
+static bool is_jcc(unsigned m)
+{
+	switch (m) {
+	case ZYDIS_MNEMONIC_JO:
+	case ZYDIS_MNEMONIC_JNO:
+	case ZYDIS_MNEMONIC_JB:
+	case ZYDIS_MNEMONIC_JNB:
+	case ZYDIS_MNEMONIC_JZ:
+	case ZYDIS_MNEMONIC_JNZ:
+	case ZYDIS_MNEMONIC_JBE:
+	case ZYDIS_MNEMONIC_JNBE:
+	case ZYDIS_MNEMONIC_JS:
+	case ZYDIS_MNEMONIC_JNS:
+	case ZYDIS_MNEMONIC_JP:
+	case ZYDIS_MNEMONIC_JNP:
+	case ZYDIS_MNEMONIC_JL:
+	case ZYDIS_MNEMONIC_JNL:
+	case ZYDIS_MNEMONIC_JLE:
+	case ZYDIS_MNEMONIC_JNLE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The host opcode (r/m, reg form) of an ALU mnemonic; CMP and TEST compute as SUB and AND
+ * (same flags) so the lazy result is at hand. 0: not one. */
+static unsigned alu_opcode(unsigned m)
+{
+	switch (m) {
+	case ZYDIS_MNEMONIC_ADD:
+		return 0x01;
+	case ZYDIS_MNEMONIC_OR:
+		return 0x09;
+	case ZYDIS_MNEMONIC_AND:
+	case ZYDIS_MNEMONIC_TEST:
+		return 0x21;
+	case ZYDIS_MNEMONIC_SUB:
+	case ZYDIS_MNEMONIC_CMP:
+		return 0x29;
+	case ZYDIS_MNEMONIC_XOR:
+		return 0x31;
+	default:
+		return 0;
+	}
+}
+
+/* The /digit of a shift or rotate by an immediate (C1 /n); -1: not one. */
+static int shift_digit(unsigned m)
+{
+	switch (m) {
+	case ZYDIS_MNEMONIC_ROL:
+		return 0;
+	case ZYDIS_MNEMONIC_ROR:
+		return 1;
+	case ZYDIS_MNEMONIC_SHL:
+		return 4;
+	case ZYDIS_MNEMONIC_SHR:
+		return 5;
+	case ZYDIS_MNEMONIC_SAR:
+		return 7;
+	default:
+		return -1;
+	}
+}
+
+/* movzx/movsx from a byte or word, movsxd from a dword, into a 32/64-bit register. */
+static bool ext_ok(const struct insn *in)
+{
+	unsigned ss = in->op[1].size, ds = in->op[0].size;
+	if (in->nops != 2 || !gpr_op(&in->op[0]))
+		return false;
+	if (in->mnemonic == ZYDIS_MNEMONIC_MOVSXD)
+		return ss == 4 && ds == 8;
+	return ss == 1 || ss == 2;
+}
+
+/* Forms with a memory operand (the other operand a 32/64-bit register or an immediate). */
+static enum form mem_form_of(const struct insn *in)
+{
+	const struct opnd *o0 = &in->op[0], *o1 = &in->op[1];
+	unsigned m = in->mnemonic;
+	if (in->nops != 2 || !mem_ok(in) || (o0->size != 4 && o0->size != 8))
+		return F_CALL;
+	bool src_ok = (gpr_op(o1) && o1->size == o0->size) ||
+		      (o1->kind == OPK_IMM && (o0->size == 4 || fits32((int64_t)in->imm)));
+	if (o0->kind == OPK_MEM) {
+		if (!src_ok)
+			return F_CALL;
+		if (m == ZYDIS_MNEMONIC_MOV)
+			return F_STORE;
+		return alu_opcode(m) ? F_ALU_MR : F_CALL;
+	}
+	if (!gpr_op(o0) || o1->kind != OPK_MEM || o1->size != o0->size)
+		return F_CALL;
+	if (m == ZYDIS_MNEMONIC_MOV)
+		return F_LOAD;
+	return alu_opcode(m) && m != ZYDIS_MNEMONIC_TEST ? F_ALU_RM : F_CALL;
+}
+
+static enum form form_of(const struct insn *in)
+{
+	const struct opnd *o0 = &in->op[0], *o1 = &in->op[1];
+	if (in->prefix & (PFX_LOCK | PFX_REP | PFX_REPNE))
+		return F_CALL;
+	if ((o0->kind == OPK_MEM || o1->kind == OPK_MEM) && in->mnemonic != ZYDIS_MNEMONIC_LEA) {
+		if (in->mnemonic == ZYDIS_MNEMONIC_MOVZX || in->mnemonic == ZYDIS_MNEMONIC_MOVSX ||
+		    in->mnemonic == ZYDIS_MNEMONIC_MOVSXD)
+			return ext_ok(in) && mem_ok(in) ? F_EXT : F_CALL;
+		return mem_form_of(in);
+	}
+	unsigned m = in->mnemonic;
+	if (is_jcc(m))
+		return in->osize == 8 && o0->kind == OPK_IMM ? F_JCC : F_CALL;
+	if (m == ZYDIS_MNEMONIC_JMP)
+		return in->osize == 8 && o0->kind == OPK_IMM && o0->size != in->osize + 2 ? F_JMP
+											  : F_CALL;
+	if (!gpr_op(o0))
+		return F_CALL;
+	switch (m) {
+	case ZYDIS_MNEMONIC_MOV:
+		if (in->nops != 2 || o1->size > o0->size)
+			return F_CALL;
+		if (gpr_op(o1) && o1->size == o0->size)
+			return F_MOV_RR;
+		return o1->kind == OPK_IMM ? F_MOV_RI : F_CALL;
+	case ZYDIS_MNEMONIC_LEA:
+		return in->nops == 2 && o1->kind == OPK_MEM && in->mem.asize == 8 &&
+			       fits32(in->mem.disp) &&
+			       (in->mem.base == GPR_NONE || in->mem.base % 8 == 0) &&
+			       (in->mem.index == GPR_NONE || in->mem.index % 8 == 0)
+			   ? F_LEA
+			   : F_CALL;
+	case ZYDIS_MNEMONIC_INC:
+	case ZYDIS_MNEMONIC_DEC:
+		return in->nops == 1 ? F_INCDEC : F_CALL;
+	case ZYDIS_MNEMONIC_NOT:
+		return in->nops == 1 ? F_NOT : F_CALL;
+	case ZYDIS_MNEMONIC_MOVZX:
+	case ZYDIS_MNEMONIC_MOVSX:
+	case ZYDIS_MNEMONIC_MOVSXD:
+		return o1->kind == OPK_REG && ext_ok(in) ? F_EXT : F_CALL;
+	default:
+		break;
+	}
+	if (alu_opcode(m) && in->nops == 2) {
+		if (gpr_op(o1) && o1->size == o0->size)
+			return F_ALU_RR;
+		if (o1->kind == OPK_IMM && (o0->size == 4 || fits32((int64_t)in->imm)))
+			return F_ALU_RI;
+		return F_CALL;
+	}
+	int d = shift_digit(m);
+	if (d >= 0 && in->nops == 2 && o1->kind == OPK_IMM &&
+	    (in->imm & (o0->size == 8 ? 63u : 31u)) != 0)
+		return d <= 1 ? F_ROT : F_SHIFT;
+	return F_CALL;
+}
+
+/* ---- the instruction templates ----------------------------------------------------------- */
+
+/* The second operand of an ALU operation into RCX: register op[1] or the immediate. */
+static void alu_src(struct emit *e, const struct insn *in, bool w)
+{
+	if (in->op[1].kind != OPK_IMM) {
+		load(e, w, RCX, (int32_t)in->op[1].reg);
+	} else if (w) {
+		b1(e, 0x48);
+		b1(e, 0xc7);
+		b1(e, 0xc1); /* mov rcx, simm32 */
+		b4(e, (uint32_t)in->imm);
+	} else {
+		b1(e, 0xb9); /* mov ecx, imm32 */
+		b4(e, (uint32_t)in->imm);
+	}
+}
+
+static bool alu_writes(unsigned m)
+{
+	return m != ZYDIS_MNEMONIC_CMP && m != ZYDIS_MNEMONIC_TEST;
+}
+
+static bool alu_arith(unsigned m)
+{
+	return m == ZYDIS_MNEMONIC_ADD || m == ZYDIS_MNEMONIC_SUB || m == ZYDIS_MNEMONIC_CMP;
+}
+
+/* RAX op= RCX (RAX, RCX: the operands, zero-extended), leaving the host flags as the guest's
+ * and, when live, the lazy record; RDX is clobbered. The caller stores the result. */
+static void alu_core(struct emit *e, unsigned m, bool w, bool live)
+{
+	bool arith = alu_arith(m);
+	if (live && arith) {
+		b1(e, 0x48);
+		b1(e, 0x89);
+		b1(e, 0xc2); /* mov rdx, rax */
+	}
+	rex(e, w, RCX, RAX);
+	b1(e, alu_opcode(m));
+	b1(e, 0xc8); /* op eax/rax, ecx/rcx */
+	if (live) {
+		/* Stores only from here on: the host flags stay. */
+		unsigned op = m == ZYDIS_MNEMONIC_ADD ? LF_ADD : arith ? LF_SUB : LF_LOGIC;
+		store_imm32(e, OFF_LF_OP, op + (w ? 3u : 2u));
+		store(e, true, RAX, OFF_LF_RES);
+		if (arith) {
+			store(e, true, RDX, OFF_LF_S1);
+			store(e, true, RCX, OFF_LF_S2);
+		}
+	}
+}
+
+static void t_alu(struct emit *e, const struct insn *in, bool live)
+{
+	unsigned d = in->op[0].reg;
+	bool w = in->op[0].size == 8;
+	load(e, w, RAX, (int32_t)d);
+	alu_src(e, in, w);
+	alu_core(e, in->mnemonic, w, live);
+	if (alu_writes(in->mnemonic))
+		store(e, true, RAX,
+		      (int32_t)d); /* a 32-bit result is zero-extended, as in the guest */
+}
+
+/* The guest-virtual address of the memory operand into RAX (as insn_addr computes it). */
+static bool ea_to_rax(struct emit *e, const struct insn *in, int32_t off)
+{
+	const struct mem_ref *m = &in->mem;
+	if (m->rip_rel) {
+		int64_t disp = (int64_t)off + in->len + m->disp;
+		if (!fits32(disp) || m->base != GPR_NONE || m->index != GPR_NONE)
+			return false;
+		lea_r12(e, RAX, (int32_t)disp);
+	} else {
+		bool base = m->base != GPR_NONE, index = m->index != GPR_NONE;
+		if (base)
+			load(e, true, RAX, (int32_t)m->base);
+		if (index)
+			load(e, true, RCX, (int32_t)m->index);
+		b1(e, 0x48);
+		if (base && index) {
+			b1(e, 0x8d);
+			b1(e, 0x84); /* lea rax, [rax + rcx*s + disp32] */
+			b1(e, (m->scale << 6) | (RCX << 3) | RAX);
+		} else if (base) {
+			b1(e, 0x8d);
+			b1(e, 0x80); /* lea rax, [rax + disp32] */
+		} else if (index) {
+			b1(e, 0x8d);
+			b1(e, 0x04); /* lea rax, [rcx*s + disp32] */
+			b1(e, (m->scale << 6) | (RCX << 3) | 5);
+		} else {
+			b1(e, 0xc7);
+			b1(e, 0xc0); /* mov rax, simm32 */
+		}
+		b4(e, (uint32_t)m->disp);
+	}
+	if (m->seg == SEG_FS || m->seg == SEG_GS)
+		rbx_mem(e, true, 0x03, RAX, OFF_SEGB(m->seg)); /* add rax, [seg.base] */
+	return true;
+}
+
+/* The soft TLB's fast path, as soft_mem has it: the entry of RAX's page must carry the tag of
+ * the access's last byte's page (so a page-crossing access misses too); then RAX becomes the
+ * host pointer. Returns the jne to patch to the slow path. Clobbers RCX, RDX, RSI. */
+static uint8_t *probe(struct emit *e, unsigned size, bool write)
+{
+	table_entry(e, 12, TLB_SIZE - 1, 5, OFF_TLB);
+	BYTES(e, 0x48, 0x8d, 0x48, size - 1);               /* lea rcx, [rax + size - 1] */
+	BYTES(e, 0x48, 0x81, 0xe1, 0x00, 0xf0, 0xff, 0xff); /* and rcx, -4096 */
+	BYTES(e, 0x48, 0x3b, 0x4a, write ? 8 : 0);          /* cmp rcx, [rdx + tag] */
+	uint8_t *slow = jump_fwd(e, 0x5);                   /* jne */
+	b1(e, 0x48);
+	b1(e, 0x03);
+	b1(e, 0x42);
+	b1(e, 24); /* add rax, [rdx + addend] */
+	return slow;
+}
+
+/* [rax] as the ModRM of reg: mod 00, rm RAX. */
+static void at_rax(struct emit *e, bool w, unsigned op, unsigned reg)
+{
+	rex(e, w, reg, RAX);
+	b1(e, op);
+	b1(e, (reg & 7u) << 3);
+}
+
+/* The memory forms' fast paths (RAX = the host pointer after probe). */
+static void t_mem_fast(struct emit *e, const struct insn *in, enum form f, bool live)
+{
+	unsigned m = in->mnemonic;
+	bool w = in->op[0].size == 8;
+	switch (f) {
+	case F_LOAD:
+		at_rax(e, w, 0x8b, RAX); /* mov eax/rax, [rax] */
+		store(e, true, RAX, (int32_t)in->op[0].reg);
+		break;
+	case F_STORE:
+		if (in->op[1].kind == OPK_IMM) {
+			at_rax(e, w, 0xc7, 0); /* mov dword/qword [rax], imm32 */
+			b4(e, (uint32_t)in->imm);
+		} else {
+			load(e, w, RCX, (int32_t)in->op[1].reg);
+			at_rax(e, w, 0x89, RCX); /* mov [rax], ecx/rcx */
+		}
+		break;
+	case F_ALU_RM:
+		at_rax(e, w, 0x8b, RCX); /* mov ecx/rcx, [rax]: the second operand */
+		load(e, w, RAX, (int32_t)in->op[0].reg);
+		alu_core(e, m, w, live);
+		if (alu_writes(m))
+			store(e, true, RAX, (int32_t)in->op[0].reg);
+		break;
+	default: /* F_ALU_MR */
+		b1(e, 0x48);
+		b1(e, 0x89);
+		b1(e, 0xc6); /* mov rsi, rax */
+		alu_src(e, in, w);
+		rex(e, w, RAX, RSI);
+		b1(e, 0x8b);
+		b1(e, 0x06); /* mov eax/rax, [rsi] */
+		alu_core(e, m, w, live);
+		if (alu_writes(m)) {
+			rex(e, w, RAX, RSI);
+			b1(e, 0x89);
+			b1(e, 0x06); /* mov [rsi], eax/rax */
+		}
+		break;
+	}
+}
+
+/* movzx/movsx/movsxd from a register (any byte register: its byte offset) or from memory at
+ * RAX (the host pointer). */
+static void t_ext(struct emit *e, const struct insn *in, bool from_mem)
+{
+	unsigned m = in->mnemonic, ss = in->op[1].size;
+	bool w = in->op[0].size == 8 && m != ZYDIS_MNEMONIC_MOVZX;
+	rex(e, w, RAX, from_mem ? RAX : RBX);
+	if (ss == 4) {
+		b1(e, 0x63); /* movsxd rax, dword */
+	} else {
+		b1(e, 0x0f);
+		b1(e, (m == ZYDIS_MNEMONIC_MOVZX ? 0xb6u : 0xbeu) + (ss == 2));
+	}
+	if (from_mem) {
+		b1(e, 0x00); /* [rax] */
+	} else {
+		b1(e, 0x80u | RBX); /* [rbx + disp32] */
+		b4(e, (uint32_t)in->op[1].reg);
+	}
+	store(e, true, RAX, (int32_t)in->op[0].reg);
+}
+
+static void t_mov(struct emit *e, const struct insn *in, bool imm)
+{
+	bool w = in->op[0].size == 8;
+	if (!imm) {
+		load(e, w, RAX, (int32_t)in->op[1].reg);
+	} else if (w) {
+		b1(e, 0x48);
+		b1(e, 0xb8); /* mov rax, imm64 */
+		b8(e, in->imm);
+	} else {
+		b1(e, 0xb8); /* mov eax, imm32 */
+		b4(e, (uint32_t)in->imm);
+	}
+	store(e, true, RAX, (int32_t)in->op[0].reg);
+}
+
+static bool t_lea(struct emit *e, const struct insn *in, int32_t off)
+{
+	struct insn plain = *in;
+	plain.mem.seg = SEG_DS; /* lea computes the offset: no segment base */
+	if (!ea_to_rax(e, &plain, off))
+		return false;
+	if (in->op[0].size == 4) {
+		b1(e, 0x89);
+		b1(e, 0xc0); /* mov eax, eax */
+	}
+	store(e, true, RAX, (int32_t)in->op[0].reg);
+	return true;
+}
+
+/* Shifts, rotates, inc/dec and not on a register, flags not recorded (nothing reads them). */
+static void t_unary(struct emit *e, const struct insn *in, unsigned opcode, unsigned digit,
+		    int count)
+{
+	bool w = in->op[0].size == 8;
+	load(e, w, RAX, (int32_t)in->op[0].reg);
+	rex(e, w, 0, RAX);
+	b1(e, opcode);
+	b1(e, 0xc0u | (digit << 3));
+	if (count >= 0)
+		b1(e, (unsigned)count);
+	store(e, true, RAX, (int32_t)in->op[0].reg);
+}
+
+/* A branch to this block's frame + disp: RIP, unless the target is not canonical (the handler
+ * then raises the fault). */
+static void branch_to(struct emit *e, const struct insn *in, int32_t off, int64_t disp)
+{
+	lea_r12(e, RAX, (int32_t)disp);
+	BYTES(e, 0x48, 0x89, 0xc1);       /* mov rcx, rax */
+	BYTES(e, 0x48, 0xc1, 0xe1, 0x10); /* shl rcx, 16 */
+	BYTES(e, 0x48, 0xc1, 0xf9, 0x10); /* sar rcx, 16 */
+	BYTES(e, 0x48, 0x39, 0xc1);       /* cmp rcx, rax */
+	uint8_t *bad = jump_fwd(e, 0x5);  /* jne */
+	store(e, true, RAX, OFF_RIP);
+	chain(e);
+	patch_here(e, bad);
+	call_handler(e, in, off);
+	leave(e, 0);
+}
+
+/* ---- blocks ---------------------------------------------------------------------------------- */
+
+jit_fn soft_jit_translate(struct soft_jit *j, const struct block *b)
+{
+	if (b->mode != SOFT_MODE_64 || b->n == 0 || b->n > BLOCK_MAX)
+		return NULL;
+	enum form f[BLOCK_MAX];
+	bool live[BLOCK_MAX]; /* the flags after instruction i may be read */
+	for (unsigned i = 0; i < b->n; i++)
+		f[i] = form_of(&b->insns[i]);
+	bool l = true; /* after the block: anything may read them */
+	for (unsigned i = b->n; i-- > 0;) {
+		live[i] = l;
+		switch (f[i]) {
+		case F_ALU_RR:
+		case F_ALU_RI:
+		case F_SHIFT:
+			l = false; /* all six written, none read, no fault */
+			break;
+		case F_MOV_RR:
+		case F_MOV_RI:
+		case F_LEA:
+		case F_NOT:
+			break;
+		case F_EXT: /* from memory it may fault */
+			if (b->insns[i].op[1].kind == OPK_MEM)
+				l = true;
+			break;
+		case F_ROT:
+		case F_INCDEC:
+			/* Host code only when nothing reads the flags after them (then neither
+			 * before); otherwise the handler, which reads some. */
+			if (l)
+				f[i] = F_CALL;
+			break;
+		default:
+			l = true;
+			break;
+		}
+		if (f[i] == F_SHIFT && live[i])
+			f[i] = F_CALL; /* the handler records the shift's flags */
+		if (f[i] == F_CALL || f[i] == F_JCC || f[i] == F_JMP)
+			l = true;
+	}
+
+	struct emit e = {.p = j->base + j->used, .end = j->base + j->size};
+	uint8_t *start = e.p;
+	BYTES(&e, 0x53, 0x41, 0x54, 0x41, 0x55); /* push rbx; push r12; push r13 (alignment) */
+	BYTES(&e, 0x48, 0x89, 0xfb);             /* mov rbx, rdi */
+	_Static_assert(PROLOGUE_CHAIN == 8, "chained blocks are entered here");
+	BYTES(&e, 0x4c, 0x8b, 0xa3); /* mov r12, [rbx + rip] */
+	b4(&e, (uint32_t)OFF_RIP);
+
+	int32_t off = 0;
+	bool host_flags = false; /* the host's flags are the guest's (the last one was an ALU op) */
+	uint8_t *slow_join = NULL; /* the last memory access's slow path: joins the next one */
+	bool ended = false;
+	for (unsigned i = 0; i < b->n && !ended; off += b->insns[i].len, i++) {
+		const struct insn *in = &b->insns[i];
+		bool last = i + 1 == b->n;
+		bool flags_now = host_flags;
+		host_flags = false;
+		if (f[i] != F_JCC || !flags_now) {
+			patch_here(&e, slow_join);
+			slow_join = NULL;
+		}
+		switch (f[i]) {
+		case F_ALU_RR:
+		case F_ALU_RI:
+			t_alu(&e, in, live[i]);
+			host_flags = true;
+			break;
+		case F_MOV_RR:
+		case F_MOV_RI:
+			t_mov(&e, in, f[i] == F_MOV_RI);
+			break;
+		case F_LEA:
+			if (!t_lea(&e, in, off))
+				goto handler;
+			break;
+		case F_SHIFT:
+		case F_ROT: {
+			unsigned mask = in->op[0].size == 8 ? 63u : 31u;
+			t_unary(&e, in, 0xc1, (unsigned)shift_digit(in->mnemonic),
+				(int)(in->imm & mask));
+			break;
+		}
+		case F_INCDEC:
+			t_unary(&e, in, 0xff, in->mnemonic == ZYDIS_MNEMONIC_DEC, -1);
+			break;
+		case F_NOT:
+			t_unary(&e, in, 0xf7, 2, -1);
+			break;
+		case F_EXT:
+			if (in->op[1].kind != OPK_MEM) {
+				t_ext(&e, in, false);
+				break;
+			}
+			/* fall through */
+		case F_LOAD:
+		case F_STORE:
+		case F_ALU_RM:
+		case F_ALU_MR: {
+			/* The fast path when the TLB has the page; otherwise the handler (which
+			 * fills the TLB, splits, reaches MMIO or faults). */
+			if (!ea_to_rax(&e, in, off))
+				goto handler;
+			unsigned size =
+			    in->op[f[i] == F_LOAD || f[i] == F_ALU_RM || f[i] == F_EXT].size;
+			bool write =
+			    f[i] == F_STORE || (f[i] == F_ALU_MR && alu_writes(in->mnemonic));
+			uint8_t *slow = probe(&e, size, write);
+			if (f[i] == F_EXT)
+				t_ext(&e, in, true);
+			else
+				t_mem_fast(&e, in, f[i], live[i]);
+			host_flags = f[i] == F_ALU_RM || f[i] == F_ALU_MR;
+			uint8_t *over = jump_fwd(&e, -1);
+			patch_here(&e, slow);
+			call_handler(&e, in, off);
+			if (!last)
+				stop_check(&e, b->n - (i + 1));
+			/* The slow path joins where the next instruction says: its host code,
+			 * or, for a jcc that would test the host's flags, its handler. */
+			slow_join = jump_fwd(&e, -1);
+			patch_here(&e, over);
+			break;
+		}
+		case F_JCC:
+		case F_JMP: {
+			int64_t target = (int64_t)off + in->len + (int64_t)in->imm;
+			if (!last || !fits32(target) || (f[i] == F_JCC && !flags_now)) {
+				patch_here(&e, slow_join);
+				slow_join = NULL;
+				goto handler;
+			}
+			if (f[i] == F_JCC) {
+				uint8_t *taken = jump_fwd(&e, in->cc & 15);
+				set_va(&e, OFF_RIP, off + in->len);
+				chain(&e);
+				patch_here(&e, taken);
+				branch_to(&e, in, off, target);
+				if (slow_join) {
+					/* The operation before went the slow way: the host's flags
+					 * are not the guest's, the handler decides. */
+					patch_here(&e, slow_join);
+					slow_join = NULL;
+					call_handler(&e, in, off);
+					chain(&e);
+				}
+			} else {
+				branch_to(&e, in, off, target);
+			}
+			ended = true;
+			break;
+		}
+		default:
+		handler:
+			call_handler(&e, in, off);
+			if (last) {
+				chain(&e);
+				ended = true;
+			} else {
+				stop_check(&e, b->n - (i + 1));
+			}
+			break;
+		}
+		if (last && !ended) {
+			patch_here(&e, slow_join);
+			slow_join = NULL;
+			set_va(&e, OFF_RIP, off + in->len);
+			chain(&e);
+			ended = true;
+		}
+	}
+	if (e.full)
+		return NULL;
+	j->used = (size_t)(e.p - j->base + 15) & ~(size_t)15;
+	if (j->used > j->size)
+		j->used = j->size;
+	return (jit_fn)(void *)start;
+}
