@@ -4,6 +4,7 @@
 # in one run: the same Debian busybox-static workloads on the same generated input, timed
 #   native       busybox ARGS
 #   ferry-user   ferry-user --stats busybox ARGS      (tests/tools/ferry-user)
+#   interp       FERRY_SOFT_JIT=0 ferry-user busybox ARGS  (the handler loop alone, no translator)
 #   qemu-user    qemu-x86_64 busybox ARGS             (Debian's qemu-user, TCG)
 # Per workload: the median wall time of BENCH_RUNS runs of each, ferry/native and ferry/qemu
 # (time ratios: lower is better for ferry), ferry-user's guest MIPS (the instructions of all its
@@ -123,6 +124,12 @@ run() {
 			rc=$?
 			t1=$EPOCHREALTIME
 			;;
+		interp)
+			t0=$EPOCHREALTIME
+			R='' FERRY_SOFT_JIT=0 timeout -k 5 "$TMO" "$FU" "$BB" "$@" <"$in" >"$out" 2>"$out.err"
+			rc=$?
+			t1=$EPOCHREALTIME
+			;;
 		qemu)
 			t0=$EPOCHREALTIME
 			R=$QEMU_PATH timeout -k 5 "$TMO" "$QEMU_PATH" "$BB" "$@" <"$in" >"$out" 2>"$out.err"
@@ -149,8 +156,8 @@ workload() {
 		in=${1:1}
 		shift
 	fi
-	local engines="native ferry" e i res t rc
-	[ $HAVE_QEMU = 1 ] && engines="native ferry qemu"
+	local engines="native interp ferry" e i res t rc
+	[ $HAVE_QEMU = 1 ] && engines="native interp ferry qemu"
 	declare -A times=() status=() med=()
 	local ferry_runs=""
 	for ((i = 1; i <= RUNS; i++)); do
@@ -189,9 +196,10 @@ workload() {
 		fq=$(fmt_ratio "${med[ferry]}" "${med[qemu]}")
 		RATIOS+=("$name $(awk -v a="${med[ferry]}" -v b="${med[qemu]}" 'BEGIN { print a / b }')")
 	fi
-	ROWS+=("$(printf '%-12s %9.3f %12.3f %11s %12s %10s %11s %8s' "$name" "${med[native]}" \
-		"${med[ferry]}" "$q" "$fn" "$fq" "$(awk -v n="$insns" 'BEGIN { printf "%.0fM", n / 1e6 }')" \
-		"$mips")")
+	ROWS+=("$(printf '%-12s %9.3f %9.3f %12.3f %11s %12s %10s %12s %11s %8s' "$name" \
+		"${med[native]}" "${med[interp]}" "${med[ferry]}" "$q" "$fn" "$fq" \
+		"$(fmt_ratio "${med[ferry]}" "${med[interp]}")" \
+		"$(awk -v n="$insns" 'BEGIN { printf "%.0fM", n / 1e6 }')" "$mips")")
 	echo "  $name done" >&2
 	rm -f native.*.out* ferry.*.out* qemu.*.out*
 }
@@ -277,8 +285,8 @@ fi
 echo
 echo "ferry-user ($FU) vs native vs ${QEMU_PATH:-qemu-user (skipped)}, $(nproc) CPUs," \
 	"median of $RUNS runs, wall seconds"
-printf '%-12s %9s %12s %11s %12s %10s %11s %8s\n' workload "native s" "ferry-user s" \
-	"qemu-user s" ferry/native ferry/qemu "ferry insns" "ferry MIPS"
+printf '%-12s %9s %9s %12s %11s %12s %10s %12s %11s %8s\n' workload "native s" "interp s" \
+	"ferry-user s" "qemu-user s" ferry/native ferry/qemu ferry/interp "ferry insns" "ferry MIPS"
 printf '%s\n' "${ROWS[@]}"
 if [ ${#MIPS_ROWS[@]} -gt 0 ]; then
 	echo
