@@ -20,6 +20,7 @@ struct block {
 	unsigned npages;
 	uint64_t pages[2]; /* guest-physical pages the instruction bytes come from */
 	jit_fn jit;        /* its host code, or NULL: the handler loop runs it */
+	void *jit_link;    /* where another block's host code enters it (jit.c) */
 	struct block *hash_next, *page_next[2], *dead_next;
 	struct insn insns[];
 };

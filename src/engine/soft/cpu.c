@@ -139,6 +139,7 @@ static struct block *build_block(struct soft_cpu *c, uint64_t va, uint64_t gpa, 
 	b->pages[1] = last_page;
 	memcpy(b->insns, tmp, n * sizeof(struct insn));
 	b->jit = NULL;
+	b->jit_link = NULL;
 	if (c->jit) {
 		b->jit = soft_jit_translate(c->jit, b);
 		if (!b->jit && mode == SOFT_MODE_64) {
@@ -218,7 +219,8 @@ __attribute__((noinline)) static void run_blocks(struct soft_cpu *c)
 			end = b->insns + (c->icount_limit - c->icount);
 		c->cur_block = b;
 		c->cur_block_va = va;
-		c->cur_end = end;
+		/* NULL: the whole block (translated code never sets it when it chains on). */
+		c->cur_end = end == b->insns + b->n ? NULL : end;
 		uint64_t count = (uint64_t)(end - b->insns);
 		/* A block that branches back to its own start (a loop) runs again without a
 		 * lookup, as long as nothing that a lookup would check has changed. Instructions
@@ -258,7 +260,10 @@ enum soft_exit soft_cpu_run(struct soft_cpu *c)
 		 * if it retired (a fault or failure did not). */
 		const struct insn *cur = soft_current_insn(c);
 		if (cur)
-			c->icount -= (uint64_t)(c->cur_end - cur);
+			c->icount -=
+			    (uint64_t)((c->cur_end ? c->cur_end
+						   : c->cur_block->insns + c->cur_block->n) -
+				       cur);
 		if (c->exit != SOFT_EXIT_EXCEPTION && c->exit != SOFT_EXIT_FAIL)
 			c->icount++;
 		c->cur_block = NULL;

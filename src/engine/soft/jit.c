@@ -10,14 +10,17 @@
 
 #include <Zydis/Zydis.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define JIT_SPACE (64u << 20)
 
 struct soft_jit {
 	uint8_t *base;
 	size_t size, used;
+	FILE *perf_map; /* FERRY_SOFT_JIT_PERFMAP=1: /tmp/perf-PID.map, a symbol per instruction */
 };
 
 struct soft_jit *soft_jit_create(void)
@@ -33,6 +36,14 @@ struct soft_jit *soft_jit_create(void)
 	}
 	j->base = p;
 	j->size = JIT_SPACE;
+	/* For profiling the translated code with perf: each guest instruction's host code shows
+	 * as a symbol named after its mnemonic and the template it got. */
+	const char *map = getenv("FERRY_SOFT_JIT_PERFMAP");
+	if (map && strcmp(map, "1") == 0) {
+		char path[64];
+		snprintf(path, sizeof(path), "/tmp/perf-%d.map", (int)getpid());
+		j->perf_map = fopen(path, "a");
+	}
 	return j;
 }
 
@@ -41,6 +52,8 @@ void soft_jit_destroy(struct soft_jit *j)
 	if (!j)
 		return;
 	munmap(j->base, j->size);
+	if (j->perf_map)
+		fclose(j->perf_map);
 	free(j);
 }
 
@@ -72,7 +85,6 @@ enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSI = 6, RDI = 7, R12 = 12 };
 #define OFF_EPOCH    ((int32_t)offsetof(struct soft_cpu, epoch))
 #define OFF_CURBLOCK ((int32_t)offsetof(struct soft_cpu, cur_block))
 #define OFF_CURVA    ((int32_t)offsetof(struct soft_cpu, cur_block_va))
-#define OFF_CUREND   ((int32_t)offsetof(struct soft_cpu, cur_end))
 #define OFF_SHADOW   ((int32_t)offsetof(struct soft_cpu, intr_shadow))
 
 _Static_assert(sizeof(struct jc_entry) == 24 && offsetof(struct jc_entry, va) == 0 &&
@@ -227,79 +239,101 @@ static void table_entry(struct emit *e, unsigned shift, uint32_t mask, unsigned 
 	BYTES(e, 0x48, 0x8d, 0x14, 0xd6); /* lea rdx, [rsi + rdx*8] */
 }
 
-#define PROLOGUE_CHAIN 8 /* where a chained block is entered: past the pushes and mov rbx, rdi */
-
-/* The end of a block whose next RIP is in c->rip: straight on into that block's host code when
- * the run loop would do nothing else between the two (no request pending, no budget, no
- * stop_block) and the jump cache knows the block, as the run loop would find it; otherwise
- * back to the run loop. Entering a block does what the run loop does: counts its
- * instructions, makes it the current block, clears stop_block and the interrupt shadow. */
-static void chain(struct emit *e)
+/* Whether the run loop has anything to do before the next block: a request from another
+ * thread, an instruction budget, stop_block. Returns the jnz (yes) to patch. */
+static uint8_t *anything_due(struct emit *e)
 {
-	load(e, true, RAX, OFF_RIP);
 	load(e, true, RCX, OFF_LIMIT);
 	static const int32_t flags[] = {OFF_EXITREQ, OFF_INTRREQ, OFF_NMIREQ};
 	for (unsigned i = 0; i < 3; i++) {
 		load(e, false, RDX, flags[i]);
-		b1(e, 0x48);
-		b1(e, 0x09);
-		b1(e, 0xd1); /* or rcx, rdx */
+		BYTES(e, 0x48, 0x09, 0xd1); /* or rcx, rdx */
 	}
-	rbx_mem(e, false, 0x0f, RDX, 0); /* placeholder replaced below */
-	e->p -= 6;                       /* (rbx_mem cannot emit a two-byte opcode) */
-	b1(e, 0x0f);
-	b1(e, 0xb6);
-	b1(e, 0x80u | (RDX << 3) | RBX); /* movzx edx, byte [rbx + stop_block] */
+	BYTES(e, 0x0f, 0xb6, 0x80u | (RDX << 3) | RBX); /* movzx edx, byte [rbx + stop_block] */
 	b4(e, (uint32_t)OFF_STOP);
-	b1(e, 0x48);
-	b1(e, 0x09);
-	b1(e, 0xd1); /* or rcx, rdx */
-	uint8_t *out[4];
-	out[0] = jump_fwd(e, 0x5); /* jnz */
+	BYTES(e, 0x48, 0x09, 0xd1); /* or rcx, rdx */
+	return jump_fwd(e, 0x5);    /* jnz */
+}
+
+/* The jump cache's block for RAX, as the run loop finds it: RDX = the block, RCX = its linked
+ * entry; out[] get the jumps taken when there is none. */
+static void jc_lookup(struct emit *e, uint8_t *out[3])
+{
 	table_entry(e, 2, JC_SIZE - 1, 3, OFF_JC);
 	BYTES(e, 0x48, 0x3b, 0x02); /* cmp rax, [rdx] */
-	out[1] = jump_fwd(e, 0x5);
+	out[0] = jump_fwd(e, 0x5);
 	load(e, true, RCX, OFF_EPOCH);
 	BYTES(e, 0x48, 0x3b, 0x4a, 0x08); /* cmp rcx, [rdx + 8] */
-	out[2] = jump_fwd(e, 0x5);
+	out[1] = jump_fwd(e, 0x5);
 	BYTES(e, 0x48, 0x8b, 0x52, 0x10); /* mov rdx, [rdx + 16] */
-	b1(e, 0x48);
-	b1(e, 0x8b);
-	b1(e, 0x8a); /* mov rcx, [rdx + block.jit] */
-	b4(e, (uint32_t)offsetof(struct block, jit));
-	b1(e, 0x48);
-	b1(e, 0x85);
-	b1(e, 0xc9);               /* test rcx, rcx */
-	out[3] = jump_fwd(e, 0x4); /* jz */
-	b1(e, 0x8b);
-	b1(e, 0xb2); /* mov esi, [rdx + block.n] */
-	b4(e, (uint32_t)offsetof(struct block, n));
-	rbx_mem(e, true, 0x01, RSI, OFF_ICOUNT); /* add [rbx + icount], rsi */
-	store(e, true, RDX, OFF_CURBLOCK);
-	store(e, true, RAX, OFF_CURVA);
-	b1(e, 0x48);
-	b1(e, 0x69);
-	b1(e, 0xf6); /* imul rsi, rsi, sizeof(struct insn) */
-	b4(e, (uint32_t)sizeof(struct insn));
-	b1(e, 0x48);
-	b1(e, 0x8d);
-	b1(e, 0xb4);
-	b1(e, 0x32); /* lea rsi, [rdx + rsi + insns] */
-	b4(e, (uint32_t)offsetof(struct block, insns));
-	store(e, true, RSI, OFF_CUREND);
-	rbx_mem(e, false, 0xc6, 0, OFF_STOP); /* mov byte [rbx + stop_block], 0 */
-	b1(e, 0);
-	rbx_mem(e, false, 0xc6, 0, OFF_SHADOW);
-	b1(e, 0);
-	b1(e, 0x48);
-	b1(e, 0x83);
-	b1(e, 0xc1);
-	b1(e, PROLOGUE_CHAIN); /* add rcx, PROLOGUE_CHAIN */
-	b1(e, 0xff);
-	b1(e, 0xe1); /* jmp rcx */
+	BYTES(e, 0x48, 0x8b, 0x8a);       /* mov rcx, [rdx + block.jit_link] */
+	b4(e, (uint32_t)offsetof(struct block, jit_link));
+	BYTES(e, 0x48, 0x85, 0xc9); /* test rcx, rcx */
+	out[2] = jump_fwd(e, 0x4);  /* jz */
+}
+
+/* The end of a block whose next RIP is in c->rip: straight on into that block's host code (its
+ * linked entry) when the run loop would do nothing else between the two and the jump cache
+ * knows the block; otherwise back to the run loop. */
+static void chain(struct emit *e)
+{
+	load(e, true, RAX, OFF_RIP);
+	uint8_t *out[4];
+	out[3] = anything_due(e);
+	jc_lookup(e, out);
+	BYTES(e, 0xff, 0xe1); /* jmp rcx */
 	for (unsigned i = 0; i < 4; i++)
 		patch_here(e, out[i]);
 	leave(e, 0);
+}
+
+/* The same for a direct branch (or the fall-through) to a target in the block's own first page
+ * (RAX = the target, already in c->rip). Such a target is the block at a fixed guest-physical
+ * address, and it lives exactly as long as this block (dropping that page drops both; a target
+ * that reaches into a second page is never remembered), so the first lookup's answer is kept in
+ * a slot and later exits jump through it. */
+static void chain_near(struct emit *e)
+{
+	uint8_t *out[4];
+	out[3] = anything_due(e);
+	BYTES(e, 0xff, 0x25); /* jmp [rip + slot] */
+	uint8_t *slot_ref = e->p;
+	b4(e, 0);
+	uint8_t *lookup = e->p;
+	jc_lookup(e, out);
+	BYTES(e, 0x83, 0xba); /* cmp dword [rdx + block.npages], 1 */
+	b4(e, (uint32_t)offsetof(struct block, npages));
+	b1(e, 1);
+	BYTES(e, 0x75, 0x07);       /* jne over the store */
+	BYTES(e, 0x48, 0x89, 0x0d); /* mov [rip + slot], rcx */
+	uint8_t *slot_ref2 = e->p;
+	b4(e, 0);
+	BYTES(e, 0xff, 0xe1); /* jmp rcx */
+	for (unsigned i = 0; i < 4; i++)
+		patch_here(e, out[i]);
+	leave(e, 0);
+	while ((uintptr_t)e->p % 8)
+		b1(e, 0xcc);
+	uint8_t *slot = e->p;
+	b8(e, (uint64_t)(uintptr_t)lookup);
+	if (!e->full) {
+		int32_t r1 = (int32_t)(slot - (slot_ref + 4)),
+			r2 = (int32_t)(slot - (slot_ref2 + 4));
+		memcpy(slot_ref, &r1, 4);
+		memcpy(slot_ref2, &r2, 4);
+	}
+}
+
+/* Leaves for the next RIP, frame + disp, known to be canonical. */
+static void exit_to(struct emit *e, const struct block *b, int64_t disp)
+{
+	lea_r12(e, RAX, (int32_t)disp);
+	store(e, true, RAX, OFF_RIP);
+	int64_t in_page = (int64_t)(b->gpa & 0xfff) + disp;
+	if (in_page >= 0 && in_page < 0x1000)
+		chain_near(e);
+	else
+		chain(e);
 }
 
 /* The instruction as the handler loop runs it: insn_start, RIP past it, the handler. */
@@ -345,6 +379,10 @@ enum form {
 	F_NOT,
 	F_JCC,
 	F_JMP,
+	F_PUSH,   /* push r64 */
+	F_POP,    /* pop r64 */
+	F_CALLR,  /* call rel32 */
+	F_RET,    /* ret (near, no immediate) */
 	F_EXT,    /* movzx/movsx/movsxd r, r/m */
 	F_LOAD,   /* mov r, [m] */
 	F_STORE,  /* mov [m], r / imm */
@@ -485,6 +523,15 @@ static enum form form_of(const struct insn *in)
 	if (m == ZYDIS_MNEMONIC_JMP)
 		return in->osize == 8 && o0->kind == OPK_IMM && o0->size != in->osize + 2 ? F_JMP
 											  : F_CALL;
+	if (m == ZYDIS_MNEMONIC_CALL)
+		return in->osize == 8 && o0->kind == OPK_IMM && o0->size != in->osize + 2 ? F_CALLR
+											  : F_CALL;
+	if (m == ZYDIS_MNEMONIC_RET) /* near: 64-bit operand size without REX.W (as sel_ret) */
+		return in->osize == 8 && !(in->prefix & PFX_REX_W) && in->nops == 0 ? F_RET
+										    : F_CALL;
+	if ((m == ZYDIS_MNEMONIC_PUSH || m == ZYDIS_MNEMONIC_POP) && in->osize == 8 && gpr_op(o0) &&
+	    o0->size == 8)
+		return m == ZYDIS_MNEMONIC_PUSH ? F_PUSH : F_POP;
 	if (!gpr_op(o0))
 		return F_CALL;
 	switch (m) {
@@ -765,16 +812,28 @@ static void t_unary(struct emit *e, const struct insn *in, unsigned opcode, unsi
 	store(e, true, RAX, (int32_t)in->op[0].reg);
 }
 
-/* A branch to this block's frame + disp: RIP, unless the target is not canonical (the handler
- * then raises the fault). */
-static void branch_to(struct emit *e, const struct insn *in, int32_t off, int64_t disp)
+/* RAX non-canonical: jne (returned) to patch. */
+static uint8_t *canonical_check(struct emit *e)
 {
-	lea_r12(e, RAX, (int32_t)disp);
 	BYTES(e, 0x48, 0x89, 0xc1);       /* mov rcx, rax */
 	BYTES(e, 0x48, 0xc1, 0xe1, 0x10); /* shl rcx, 16 */
 	BYTES(e, 0x48, 0xc1, 0xf9, 0x10); /* sar rcx, 16 */
 	BYTES(e, 0x48, 0x39, 0xc1);       /* cmp rcx, rax */
-	uint8_t *bad = jump_fwd(e, 0x5);  /* jne */
+	return jump_fwd(e, 0x5);          /* jne */
+}
+
+/* A branch to this block's frame + disp: RIP, unless the target is not canonical (the handler
+ * then raises the fault). */
+static void branch_to(struct emit *e, const struct block *b, const struct insn *in, int32_t off,
+		      int64_t disp)
+{
+	int64_t in_page = (int64_t)(b->gpa & 0xfff) + disp;
+	if (in_page >= 0 && in_page < 0x1000) {
+		exit_to(e, b, disp); /* in the page the block starts in: canonical */
+		return;
+	}
+	lea_r12(e, RAX, (int32_t)disp);
+	uint8_t *bad = canonical_check(e);
 	store(e, true, RAX, OFF_RIP);
 	chain(e);
 	patch_here(e, bad);
@@ -782,9 +841,73 @@ static void branch_to(struct emit *e, const struct insn *in, int32_t off, int64_
 	leave(e, 0);
 }
 
+#define OFF_RSP ((int32_t)(GPR_RSP * 8))
+
+/* RSP (less 8 for a push) into RAX, then the TLB probe of its 8 bytes. */
+static uint8_t *stack_probe(struct emit *e, bool push)
+{
+	load(e, true, RAX, OFF_RSP);
+	if (push)
+		BYTES(e, 0x48, 0x83, 0xe8, 0x08); /* sub rax, 8 */
+	return probe(e, 8, push);
+}
+
+/* add qword [rbx + rsp], imm8 (the host flags are not needed after a stack operation). */
+static void rsp_add(struct emit *e, int8_t v)
+{
+	rbx_mem(e, true, 0x83, 0, OFF_RSP);
+	b1(e, (uint8_t)v);
+}
+
+/* push r64 / pop r64 on the fast path (the slow one is the handler); push rsp pushes the value
+ * before the push, pop rsp leaves the popped value. */
+static uint8_t *t_push_pop(struct emit *e, const struct insn *in, bool push)
+{
+	uint8_t *slow = stack_probe(e, push);
+	if (push) {
+		load(e, true, RCX, (int32_t)in->op[0].reg);
+		BYTES(e, 0x48, 0x89, 0x08); /* mov [rax], rcx */
+		rsp_add(e, -8);
+	} else {
+		BYTES(e, 0x48, 0x8b, 0x08); /* mov rcx, [rax] */
+		rsp_add(e, 8);
+		store(e, true, RCX, (int32_t)in->op[0].reg);
+	}
+	return slow;
+}
+
+/* call rel32 and ret, the block's last instruction: the target is checked before anything
+ * changes; a TLB miss or a bad target is the handler's (which does the whole instruction). */
+static void t_call_ret(struct emit *e, const struct block *b, const struct insn *in, int32_t off,
+		       bool call)
+{
+	uint8_t *slow[2];
+	if (call) {
+		int64_t target = (int64_t)off + in->len + (int64_t)in->imm;
+		lea_r12(e, RAX, (int32_t)target);
+		slow[0] = canonical_check(e);
+		slow[1] = stack_probe(e, true);
+		lea_r12(e, RCX, off + in->len);
+		BYTES(e, 0x48, 0x89, 0x08); /* mov [rax], rcx: the return address */
+		rsp_add(e, -8);
+		exit_to(e, b, target);
+	} else {
+		slow[0] = stack_probe(e, false);
+		BYTES(e, 0x48, 0x8b, 0x00); /* mov rax, [rax] */
+		slow[1] = canonical_check(e);
+		rsp_add(e, 8);
+		store(e, true, RAX, OFF_RIP);
+		chain(e);
+	}
+	for (unsigned k = 0; k < 2; k++)
+		patch_here(e, slow[k]);
+	call_handler(e, in, off);
+	chain(e);
+}
+
 /* ---- blocks ---------------------------------------------------------------------------------- */
 
-jit_fn soft_jit_translate(struct soft_jit *j, const struct block *b)
+jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 {
 	if (b->mode != SOFT_MODE_64 || b->n == 0 || b->n > BLOCK_MAX)
 		return NULL;
@@ -829,18 +952,36 @@ jit_fn soft_jit_translate(struct soft_jit *j, const struct block *b)
 
 	struct emit e = {.p = j->base + j->used, .end = j->base + j->size};
 	uint8_t *start = e.p;
+	/* The entry from the run loop (which did the block's bookkeeping). */
 	BYTES(&e, 0x53, 0x41, 0x54, 0x41, 0x55); /* push rbx; push r12; push r13 (alignment) */
 	BYTES(&e, 0x48, 0x89, 0xfb);             /* mov rbx, rdi */
-	_Static_assert(PROLOGUE_CHAIN == 8, "chained blocks are entered here");
-	BYTES(&e, 0x4c, 0x8b, 0xa3); /* mov r12, [rbx + rip] */
-	b4(&e, (uint32_t)OFF_RIP);
+	load(&e, true, R12, OFF_RIP);
+	uint8_t *to_body = jump_fwd(&e, -1);
+	/* The linked entry, from another block's exit (RAX = RIP = this block's address): the
+	 * run loop's bookkeeping for a block, with this block's constants. */
+	uint8_t *link = e.p;
+	rbx_mem(&e, true, 0x81, 0, OFF_ICOUNT); /* add qword [rbx + icount], n */
+	b4(&e, b->n);
+	BYTES(&e, 0x48, 0xb9); /* mov rcx, imm64 */
+	b8(&e, (uint64_t)(uintptr_t)b);
+	store(&e, true, RCX, OFF_CURBLOCK);
+	store(&e, true, RAX, OFF_CURVA);
+	/* cur_end stays NULL (the whole block) and stop_block clear (no chaining otherwise). */
+	rbx_mem(&e, false, 0xc6, 0, OFF_SHADOW); /* mov byte [rbx + intr_shadow], 0 */
+	b1(&e, 0);
+	BYTES(&e, 0x49, 0x89, 0xc4); /* mov r12, rax */
+	patch_here(&e, to_body);
 
 	int32_t off = 0;
 	bool host_flags = false; /* the host's flags are the guest's (the last one was an ALU op) */
 	uint8_t *slow_join = NULL; /* the last memory access's slow path: joins the next one */
 	bool ended = false;
+	uint8_t *at[BLOCK_MAX + 1]; /* where each instruction's host code starts */
+	unsigned emitted = 0;
 	for (unsigned i = 0; i < b->n && !ended; off += b->insns[i].len, i++) {
 		const struct insn *in = &b->insns[i];
+		at[i] = e.p;
+		emitted = i + 1;
 		bool last = i + 1 == b->n;
 		bool flags_now = host_flags;
 		host_flags = false;
@@ -910,6 +1051,25 @@ jit_fn soft_jit_translate(struct soft_jit *j, const struct block *b)
 			patch_here(&e, over);
 			break;
 		}
+		case F_PUSH:
+		case F_POP: {
+			uint8_t *slow = t_push_pop(&e, in, f[i] == F_PUSH);
+			uint8_t *over = jump_fwd(&e, -1);
+			patch_here(&e, slow);
+			call_handler(&e, in, off);
+			if (!last)
+				stop_check(&e, b->n - (i + 1));
+			patch_here(&e, over);
+			break;
+		}
+		case F_CALLR:
+		case F_RET:
+			if (!last ||
+			    (f[i] == F_CALLR && !fits32((int64_t)off + in->len + (int64_t)in->imm)))
+				goto handler;
+			t_call_ret(&e, b, in, off, f[i] == F_CALLR);
+			ended = true;
+			break;
 		case F_JCC:
 		case F_JMP: {
 			int64_t target = (int64_t)off + in->len + (int64_t)in->imm;
@@ -920,10 +1080,9 @@ jit_fn soft_jit_translate(struct soft_jit *j, const struct block *b)
 			}
 			if (f[i] == F_JCC) {
 				uint8_t *taken = jump_fwd(&e, in->cc & 15);
-				set_va(&e, OFF_RIP, off + in->len);
-				chain(&e);
+				exit_to(&e, b, off + in->len);
 				patch_here(&e, taken);
-				branch_to(&e, in, off, target);
+				branch_to(&e, b, in, off, target);
 				if (slow_join) {
 					/* The operation before went the slow way: the host's flags
 					 * are not the guest's, the handler decides. */
@@ -933,7 +1092,7 @@ jit_fn soft_jit_translate(struct soft_jit *j, const struct block *b)
 					chain(&e);
 				}
 			} else {
-				branch_to(&e, in, off, target);
+				branch_to(&e, b, in, off, target);
 			}
 			ended = true;
 			break;
@@ -952,13 +1111,29 @@ jit_fn soft_jit_translate(struct soft_jit *j, const struct block *b)
 		if (last && !ended) {
 			patch_here(&e, slow_join);
 			slow_join = NULL;
-			set_va(&e, OFF_RIP, off + in->len);
-			chain(&e);
+			exit_to(&e, b, off + in->len);
 			ended = true;
 		}
 	}
 	if (e.full)
 		return NULL;
+	b->jit_link = link;
+	at[emitted] = e.p;
+	if (j->perf_map) {
+		static const char *const names[] = {
+		    [F_CALL] = "call",     [F_ALU_RR] = "alu_rr", [F_ALU_RI] = "alu_ri",
+		    [F_MOV_RR] = "mov_rr", [F_MOV_RI] = "mov_ri", [F_LEA] = "lea",
+		    [F_SHIFT] = "shift",   [F_ROT] = "rot",       [F_INCDEC] = "incdec",
+		    [F_NOT] = "not",       [F_JCC] = "jcc",       [F_JMP] = "jmp",
+		    [F_PUSH] = "push",     [F_POP] = "pop",       [F_CALLR] = "call_rel",
+		    [F_RET] = "ret",       [F_EXT] = "ext",       [F_LOAD] = "load",
+		    [F_STORE] = "store",   [F_ALU_RM] = "alu_rm", [F_ALU_MR] = "alu_mr"};
+		for (unsigned i = 0; i < emitted; i++)
+			fprintf(j->perf_map, "%lx %lx jit:%s:%s\n", (unsigned long)(uintptr_t)at[i],
+				(unsigned long)(at[i + 1] - at[i]),
+				soft_mnemonic_name(b->insns[i].mnemonic), names[f[i]]);
+		fflush(j->perf_map);
+	}
 	j->used = (size_t)(e.p - j->base + 15) & ~(size_t)15;
 	if (j->used > j->size)
 		j->used = j->size;

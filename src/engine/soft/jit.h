@@ -22,9 +22,9 @@ struct soft_jit;
 /* NULL when the code space cannot be mapped (the engine then interprets everything). */
 struct soft_jit *soft_jit_create(void);
 void soft_jit_destroy(struct soft_jit *j);
-/* Host code for b, or NULL when the code space is full (soft_jit_reset, after every block
- * translated so far was dropped, makes room) or when b is not 64-bit code. */
-jit_fn soft_jit_translate(struct soft_jit *j, const struct block *b);
+/* Host code for b (also sets b->jit_link), or NULL when the code space is full (soft_jit_reset,
+ * after every block translated so far was dropped, makes room) or when b is not 64-bit code. */
+jit_fn soft_jit_translate(struct soft_jit *j, struct block *b);
 void soft_jit_reset(struct soft_jit *j);
 
 #endif

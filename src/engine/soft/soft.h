@@ -309,7 +309,8 @@ struct soft_cpu {
 	uint64_t insn_start;   /* RIP of the instruction being executed */
 	const struct block *cur_block; /* the block being executed, entered at cur_block_va */
 	uint64_t cur_block_va;
-	const struct insn *cur_end; /* where the current pass over the block stops */
+	const struct insn
+	    *cur_end;   /* where the current pass over the block stops (NULL: its end) */
 	uint64_t epoch; /* bumped by every TLB flush and every drop of decoded code: caches keyed
 	                 * by virtual address check it */
 	char fail_msg[160];
