@@ -154,6 +154,85 @@ static void gen_mem(struct gen *g, bool allow_branch)
 	}
 }
 
+/* Byte and word forms: registers AL, CL, DL, AH, CH, DH as destinations (BL and BH are RBX's,
+ * which stays the data pointer), any byte register as a source; words through 66. */
+static void gen_narrow(struct gen *g)
+{
+	struct bn_enc *e = &g->e;
+	static const unsigned dst8[] = {0, 1, 2, 4, 5, 6};
+	static const unsigned alu_digit[] = {0, 1, 4, 5, 6, 7};
+	bool word = bn_rand() % 2;
+	/* sources: any byte register; for words not SP or BP (not loaded), BX allowed */
+	unsigned d = word ? pick_reg() : dst8[bn_rand() % 6];
+	unsigned s = word ? (bn_rand() % 6 ? pick_reg() : 3) : (unsigned)(bn_rand() % 8);
+	if (word)
+		bn_byte(e, 0x66);
+	switch (bn_rand() % 6) {
+	case 0: /* op r, r */
+		/* 00 add, 08 or, 10 adc, 18 sbb, 20 and, 28 sub (byte; +1 word), 84/85 test */
+		bn_byte(e, (bn_rand() % 7 == 6 ? 0x84u : (unsigned)(bn_rand() % 6) * 8) + word);
+		modrm_rr(e, s, d);
+		g->of_defined = true;
+		g->af_defined = false;
+		break;
+	case 1: /* op r, imm */
+		bn_byte(e, word ? 0x81 : 0x80);
+		modrm_rr(e, alu_digit[bn_rand() % 6], d);
+		bn_byte(e, bn_value(1) & 0xff);
+		if (word)
+			bn_byte(e, bn_value(1) & 0xff);
+		g->of_defined = true;
+		g->af_defined = false;
+		break;
+	case 2: /* mov r, r / mov r, imm */
+		if (bn_rand() % 2) {
+			bn_byte(e, word ? 0x89 : 0x88);
+			modrm_rr(e, s, d);
+		} else {
+			bn_byte(e, (word ? 0xb8 : 0xb0) + d);
+			bn_byte(e, bn_value(1) & 0xff);
+			if (word)
+				bn_byte(e, bn_value(1) & 0xff);
+		}
+		break;
+	case 3: { /* mov [m], r / mov r, [m] / op [m], r / op r, [m] */
+		static const unsigned alu[] = {0x00, 0x08, 0x20, 0x28, 0x30, 0x38};
+		unsigned k = (unsigned)(bn_rand() % 4), op = alu[bn_rand() % 6];
+		bn_byte(e, (k == 0 ? 0x88 : k == 1 ? 0x8a : k == 2 ? op : op + 2) + word);
+		mem_rbx(e, d);
+		if (k >= 2) {
+			g->of_defined = true;
+			g->af_defined = false;
+		}
+		break;
+	}
+	case 4: /* op [m], imm / mov [m], imm */
+		if (bn_rand() % 3 == 0) {
+			bn_byte(e, word ? 0xc7 : 0xc6);
+			mem_rbx(e, 0);
+		} else {
+			bn_byte(e, word ? 0x81 : 0x80);
+			mem_rbx(e, alu_digit[bn_rand() % 6]);
+			g->of_defined = true;
+			g->af_defined = false;
+		}
+		bn_byte(e, bn_value(1) & 0xff);
+		if (word)
+			bn_byte(e, bn_value(1) & 0xff);
+		break;
+	default: /* inc, dec or not [m] */
+		if (bn_rand() % 2) {
+			bn_byte(e, word ? 0xff : 0xfe);
+			mem_rbx(e, (unsigned)(bn_rand() % 2));
+			g->of_defined = true;
+		} else {
+			bn_byte(e, word ? 0xf7 : 0xf6);
+			mem_rbx(e, 2);
+		}
+		break;
+	}
+}
+
 static void gen_insn(struct gen *g, bool allow_branch)
 {
 	struct bn_enc *e = &g->e;
@@ -162,7 +241,12 @@ static void gen_insn(struct gen *g, bool allow_branch)
 	static const unsigned alu_rr[] = {0x01, 0x09, 0x21, 0x29, 0x31, 0x39, 0x85};
 	static const unsigned alu_digit[] = {0, 1, 4, 5, 6, 7};
 	static const unsigned shift_digit[] = {0, 1, 4, 5, 7};
-	switch (bn_rand() % 20) {
+	switch (bn_rand() % 23) {
+	case 20:
+	case 21:
+	case 22:
+		gen_narrow(g);
+		break;
 	case 16:
 	case 17:
 	case 18:

@@ -379,15 +379,16 @@ enum form {
 	F_NOT,
 	F_JCC,
 	F_JMP,
-	F_PUSH,   /* push r64 */
-	F_POP,    /* pop r64 */
-	F_CALLR,  /* call rel32 */
-	F_RET,    /* ret (near, no immediate) */
-	F_EXT,    /* movzx/movsx/movsxd r, r/m */
-	F_LOAD,   /* mov r, [m] */
-	F_STORE,  /* mov [m], r / imm */
-	F_ALU_RM, /* add/sub/and/or/xor/cmp r, [m] */
-	F_ALU_MR, /* add/sub/and/or/xor/cmp/test [m], r / imm */
+	F_PUSH,    /* push r64 */
+	F_POP,     /* pop r64 */
+	F_CALLR,   /* call rel32 */
+	F_RET,     /* ret (near, no immediate) */
+	F_EXT,     /* movzx/movsx/movsxd r, r/m */
+	F_LOAD,    /* mov r, [m] */
+	F_STORE,   /* mov [m], r / imm */
+	F_ALU_RM,  /* add/sub/and/or/xor/cmp r, [m] */
+	F_ALU_MR,  /* add/sub/and/or/xor/cmp/test [m], r / imm */
+	F_UNARY_M, /* inc/dec/not [m] */
 };
 
 /* A memory operand the host code can address: 64-bit addressing, registers at whole-register
@@ -404,6 +405,24 @@ static bool gpr_op(const struct opnd *o)
 {
 	return o->kind == OPK_REG && (o->size == 4 || o->size == 8) && o->reg % 8 == 0 &&
 	       o->reg < 16 * 8;
+}
+
+/* A general register operand of any size: byte registers include AH..BH (offset 1 into their
+ * register). */
+static bool sized_reg(const struct opnd *o)
+{
+	if (o->kind != OPK_REG || o->reg >= 16 * 8)
+		return false;
+	switch (o->size) {
+	case 1:
+		return o->reg % 8 <= 1;
+	case 2:
+	case 4:
+	case 8:
+		return o->reg % 8 == 0;
+	default:
+		return false;
+	}
 }
 
 static bool is_jcc(unsigned m)
@@ -488,10 +507,15 @@ static enum form mem_form_of(const struct insn *in)
 {
 	const struct opnd *o0 = &in->op[0], *o1 = &in->op[1];
 	unsigned m = in->mnemonic;
-	if (in->nops != 2 || !mem_ok(in) || (o0->size != 4 && o0->size != 8))
+	if (!mem_ok(in) || (o0->size != 1 && o0->size != 2 && o0->size != 4 && o0->size != 8))
 		return F_CALL;
-	bool src_ok = (gpr_op(o1) && o1->size == o0->size) ||
-		      (o1->kind == OPK_IMM && (o0->size == 4 || fits32((int64_t)in->imm)));
+	if (in->nops == 1 && o0->kind == OPK_MEM &&
+	    (m == ZYDIS_MNEMONIC_INC || m == ZYDIS_MNEMONIC_DEC || m == ZYDIS_MNEMONIC_NOT))
+		return F_UNARY_M;
+	if (in->nops != 2)
+		return F_CALL;
+	bool src_ok = (sized_reg(o1) && o1->size == o0->size) ||
+		      (o1->kind == OPK_IMM && (o0->size != 8 || fits32((int64_t)in->imm)));
 	if (o0->kind == OPK_MEM) {
 		if (!src_ok)
 			return F_CALL;
@@ -499,7 +523,7 @@ static enum form mem_form_of(const struct insn *in)
 			return F_STORE;
 		return alu_opcode(m) ? F_ALU_MR : F_CALL;
 	}
-	if (!gpr_op(o0) || o1->kind != OPK_MEM || o1->size != o0->size)
+	if (!sized_reg(o0) || o1->kind != OPK_MEM || o1->size != o0->size)
 		return F_CALL;
 	if (m == ZYDIS_MNEMONIC_MOV)
 		return F_LOAD;
@@ -532,15 +556,19 @@ static enum form form_of(const struct insn *in)
 	if ((m == ZYDIS_MNEMONIC_PUSH || m == ZYDIS_MNEMONIC_POP) && in->osize == 8 && gpr_op(o0) &&
 	    o0->size == 8)
 		return m == ZYDIS_MNEMONIC_PUSH ? F_PUSH : F_POP;
+	if (sized_reg(o0) && in->nops == 2 && (m == ZYDIS_MNEMONIC_MOV || alu_opcode(m))) {
+		/* mov and the ALU operations at every size */
+		if (sized_reg(o1) && o1->size == o0->size)
+			return m == ZYDIS_MNEMONIC_MOV ? F_MOV_RR : F_ALU_RR;
+		if (o1->kind != OPK_IMM || o1->size > o0->size)
+			return F_CALL;
+		if (m == ZYDIS_MNEMONIC_MOV)
+			return F_MOV_RI;
+		return o0->size != 8 || fits32((int64_t)in->imm) ? F_ALU_RI : F_CALL;
+	}
 	if (!gpr_op(o0))
 		return F_CALL;
 	switch (m) {
-	case ZYDIS_MNEMONIC_MOV:
-		if (in->nops != 2 || o1->size > o0->size)
-			return F_CALL;
-		if (gpr_op(o1) && o1->size == o0->size)
-			return F_MOV_RR;
-		return o1->kind == OPK_IMM ? F_MOV_RI : F_CALL;
 	case ZYDIS_MNEMONIC_LEA:
 		return in->nops == 2 && o1->kind == OPK_MEM && in->mem.asize == 8 &&
 			       fits32(in->mem.disp) &&
@@ -560,13 +588,6 @@ static enum form form_of(const struct insn *in)
 	default:
 		break;
 	}
-	if (alu_opcode(m) && in->nops == 2) {
-		if (gpr_op(o1) && o1->size == o0->size)
-			return F_ALU_RR;
-		if (o1->kind == OPK_IMM && (o0->size == 4 || fits32((int64_t)in->imm)))
-			return F_ALU_RI;
-		return F_CALL;
-	}
 	int d = shift_digit(m);
 	if (d >= 0 && in->nops == 2 && o1->kind == OPK_IMM &&
 	    (in->imm & (o0->size == 8 ? 63u : 31u)) != 0)
@@ -576,20 +597,59 @@ static enum form form_of(const struct insn *in)
 
 /* ---- the instruction templates ----------------------------------------------------------- */
 
-/* The second operand of an ALU operation into RCX: register op[1] or the immediate. */
-static void alu_src(struct emit *e, const struct insn *in, bool w)
+/* Sized moves between a host register (RAX, RCX or RDX) and memory at [base + disp]: base RBX
+ * (a guest register, disp its offset) or the host pointer in RAX or RSI (disp 0). A load
+ * zero-extends into the whole host register; a store of 4 bytes stores 8 when base is RBX
+ * (a 32-bit register write zero-extends; the host register's upper half is zero then). */
+static void sized_modrm(struct emit *e, unsigned reg, unsigned base, int32_t disp)
 {
-	if (in->op[1].kind != OPK_IMM) {
-		load(e, w, RCX, (int32_t)in->op[1].reg);
-	} else if (w) {
-		b1(e, 0x48);
-		b1(e, 0xc7);
-		b1(e, 0xc1); /* mov rcx, simm32 */
+	if (base == RBX) {
+		b1(e, 0x80u | (reg << 3) | RBX);
+		b4(e, (uint32_t)disp);
+	} else {
+		b1(e, (reg << 3) | base);
+	}
+}
+
+static void load_sz(struct emit *e, unsigned size, unsigned reg, unsigned base, int32_t disp)
+{
+	if (size <= 2)
+		BYTES(e, 0x0f, size == 1 ? 0xb6 : 0xb7); /* movzx r32, byte/word */
+	else
+		BYTES(e, size == 8 ? 0x48 : 0x40, 0x8b); /* mov r32/r64 (REX 0x40: harmless) */
+	sized_modrm(e, reg, base, disp);
+}
+
+static void store_sz(struct emit *e, unsigned size, unsigned reg, unsigned base, int32_t disp)
+{
+	if (size == 1)
+		b1(e, 0x88);
+	else if (size == 2)
+		BYTES(e, 0x66, 0x89);
+	else
+		BYTES(e, size == 8 || base == RBX ? 0x48 : 0x40, 0x89);
+	sized_modrm(e, reg, base, disp);
+}
+
+/* The immediate of op[1] at the operand size, into ECX/RCX (sign-extended for 64 bits). */
+static void imm_to_rcx(struct emit *e, const struct insn *in, unsigned size)
+{
+	if (size == 8) {
+		BYTES(e, 0x48, 0xc7, 0xc1); /* mov rcx, simm32 */
 		b4(e, (uint32_t)in->imm);
 	} else {
 		b1(e, 0xb9); /* mov ecx, imm32 */
-		b4(e, (uint32_t)in->imm);
+		b4(e, (uint32_t)(in->imm & size_mask(size)));
 	}
+}
+
+/* The second operand of an ALU operation into RCX: register op[1] or the immediate. */
+static void alu_src(struct emit *e, const struct insn *in, unsigned size)
+{
+	if (in->op[1].kind != OPK_IMM)
+		load_sz(e, size, RCX, RBX, (int32_t)in->op[1].reg);
+	else
+		imm_to_rcx(e, in, size);
 }
 
 static bool alu_writes(unsigned m)
@@ -602,23 +662,24 @@ static bool alu_arith(unsigned m)
 	return m == ZYDIS_MNEMONIC_ADD || m == ZYDIS_MNEMONIC_SUB || m == ZYDIS_MNEMONIC_CMP;
 }
 
-/* RAX op= RCX (RAX, RCX: the operands, zero-extended), leaving the host flags as the guest's
- * and, when live, the lazy record; RDX is clobbered. The caller stores the result. */
-static void alu_core(struct emit *e, unsigned m, bool w, bool live)
+/* RAX op= RCX at the operand size (RAX, RCX: the operands, zero-extended), leaving the host
+ * flags as the guest's and, when live, the lazy record; RDX is clobbered. The result in RAX is
+ * zero-extended too (a byte or word operation leaves the zero upper bits alone). The caller
+ * stores it. */
+static void alu_core(struct emit *e, unsigned m, unsigned size, bool live)
 {
 	bool arith = alu_arith(m);
-	if (live && arith) {
-		b1(e, 0x48);
-		b1(e, 0x89);
-		b1(e, 0xc2); /* mov rdx, rax */
-	}
-	rex(e, w, RCX, RAX);
-	b1(e, alu_opcode(m));
-	b1(e, 0xc8); /* op eax/rax, ecx/rcx */
+	if (live && arith)
+		BYTES(e, 0x48, 0x89, 0xc2); /* mov rdx, rax */
+	if (size == 2)
+		b1(e, 0x66);
+	rex(e, size == 8, RCX, RAX);
+	b1(e, alu_opcode(m) - (size == 1)); /* the r/m8 forms are one below */
+	b1(e, 0xc8);                        /* op al/ax/eax/rax, cl/cx/ecx/rcx */
 	if (live) {
 		/* Stores only from here on: the host flags stay. */
 		unsigned op = m == ZYDIS_MNEMONIC_ADD ? LF_ADD : arith ? LF_SUB : LF_LOGIC;
-		store_imm32(e, OFF_LF_OP, op + (w ? 3u : 2u));
+		store_imm32(e, OFF_LF_OP, op + size_index(size));
 		store(e, true, RAX, OFF_LF_RES);
 		if (arith) {
 			store(e, true, RDX, OFF_LF_S1);
@@ -629,14 +690,12 @@ static void alu_core(struct emit *e, unsigned m, bool w, bool live)
 
 static void t_alu(struct emit *e, const struct insn *in, bool live)
 {
-	unsigned d = in->op[0].reg;
-	bool w = in->op[0].size == 8;
-	load(e, w, RAX, (int32_t)d);
-	alu_src(e, in, w);
-	alu_core(e, in->mnemonic, w, live);
+	unsigned d = in->op[0].reg, size = in->op[0].size;
+	load_sz(e, size, RAX, RBX, (int32_t)d);
+	alu_src(e, in, size);
+	alu_core(e, in->mnemonic, size, live);
 	if (alu_writes(in->mnemonic))
-		store(e, true, RAX,
-		      (int32_t)d); /* a 32-bit result is zero-extended, as in the guest */
+		store_sz(e, size, RAX, RBX, (int32_t)d);
 }
 
 /* The guest-virtual address of the memory operand into RAX (as insn_addr computes it). */
@@ -694,54 +753,45 @@ static uint8_t *probe(struct emit *e, unsigned size, bool write)
 	return slow;
 }
 
-/* [rax] as the ModRM of reg: mod 00, rm RAX. */
-static void at_rax(struct emit *e, bool w, unsigned op, unsigned reg)
-{
-	rex(e, w, reg, RAX);
-	b1(e, op);
-	b1(e, (reg & 7u) << 3);
-}
-
 /* The memory forms' fast paths (RAX = the host pointer after probe). */
 static void t_mem_fast(struct emit *e, const struct insn *in, enum form f, bool live)
 {
-	unsigned m = in->mnemonic;
-	bool w = in->op[0].size == 8;
+	unsigned m = in->mnemonic, size = in->op[0].size;
 	switch (f) {
 	case F_LOAD:
-		at_rax(e, w, 0x8b, RAX); /* mov eax/rax, [rax] */
-		store(e, true, RAX, (int32_t)in->op[0].reg);
+		load_sz(e, size, RAX, RAX, 0);
+		store_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
 		break;
 	case F_STORE:
-		if (in->op[1].kind == OPK_IMM) {
-			at_rax(e, w, 0xc7, 0); /* mov dword/qword [rax], imm32 */
-			b4(e, (uint32_t)in->imm);
-		} else {
-			load(e, w, RCX, (int32_t)in->op[1].reg);
-			at_rax(e, w, 0x89, RCX); /* mov [rax], ecx/rcx */
-		}
+		if (in->op[1].kind == OPK_IMM)
+			imm_to_rcx(e, in, size);
+		else
+			load_sz(e, size, RCX, RBX, (int32_t)in->op[1].reg);
+		store_sz(e, size, RCX, RAX, 0);
 		break;
 	case F_ALU_RM:
-		at_rax(e, w, 0x8b, RCX); /* mov ecx/rcx, [rax]: the second operand */
-		load(e, w, RAX, (int32_t)in->op[0].reg);
-		alu_core(e, m, w, live);
+		load_sz(e, size, RCX, RAX, 0); /* the second operand */
+		load_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
+		alu_core(e, m, size, live);
 		if (alu_writes(m))
-			store(e, true, RAX, (int32_t)in->op[0].reg);
+			store_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
 		break;
-	default: /* F_ALU_MR */
-		b1(e, 0x48);
-		b1(e, 0x89);
-		b1(e, 0xc6); /* mov rsi, rax */
-		alu_src(e, in, w);
-		rex(e, w, RAX, RSI);
-		b1(e, 0x8b);
-		b1(e, 0x06); /* mov eax/rax, [rsi] */
-		alu_core(e, m, w, live);
-		if (alu_writes(m)) {
-			rex(e, w, RAX, RSI);
-			b1(e, 0x89);
-			b1(e, 0x06); /* mov [rsi], eax/rax */
-		}
+	case F_UNARY_M: {
+		/* inc/dec (nothing reads their flags) or not, on [rax] */
+		if (size == 2)
+			b1(e, 0x66);
+		rex(e, size == 8, 0, RAX);
+		b1(e, m == ZYDIS_MNEMONIC_NOT ? 0xf6u + (size > 1) : 0xfeu + (size > 1));
+		b1(e, m == ZYDIS_MNEMONIC_NOT ? 0x10u : m == ZYDIS_MNEMONIC_DEC ? 0x08u : 0x00u);
+		break;
+	}
+	default:                            /* F_ALU_MR */
+		BYTES(e, 0x48, 0x89, 0xc6); /* mov rsi, rax */
+		alu_src(e, in, size);
+		load_sz(e, size, RAX, RSI, 0);
+		alu_core(e, m, size, live);
+		if (alu_writes(m))
+			store_sz(e, size, RAX, RSI, 0);
 		break;
 	}
 }
@@ -770,18 +820,17 @@ static void t_ext(struct emit *e, const struct insn *in, bool from_mem)
 
 static void t_mov(struct emit *e, const struct insn *in, bool imm)
 {
-	bool w = in->op[0].size == 8;
+	unsigned size = in->op[0].size;
 	if (!imm) {
-		load(e, w, RAX, (int32_t)in->op[1].reg);
-	} else if (w) {
-		b1(e, 0x48);
-		b1(e, 0xb8); /* mov rax, imm64 */
+		load_sz(e, size, RAX, RBX, (int32_t)in->op[1].reg);
+	} else if (size == 8) {
+		BYTES(e, 0x48, 0xb8); /* mov rax, imm64 */
 		b8(e, in->imm);
 	} else {
 		b1(e, 0xb8); /* mov eax, imm32 */
-		b4(e, (uint32_t)in->imm);
+		b4(e, (uint32_t)(in->imm & size_mask(size)));
 	}
-	store(e, true, RAX, (int32_t)in->op[0].reg);
+	store_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
 }
 
 static bool t_lea(struct emit *e, const struct insn *in, int32_t off)
@@ -940,6 +989,11 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 			if (l)
 				f[i] = F_CALL;
 			break;
+		case F_UNARY_M: /* likewise; and it may fault */
+			if (l && b->insns[i].mnemonic != ZYDIS_MNEMONIC_NOT)
+				f[i] = F_CALL;
+			l = true;
+			break;
 		default:
 			l = true;
 			break;
@@ -1025,15 +1079,16 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 		case F_LOAD:
 		case F_STORE:
 		case F_ALU_RM:
-		case F_ALU_MR: {
+		case F_ALU_MR:
+		case F_UNARY_M: {
 			/* The fast path when the TLB has the page; otherwise the handler (which
 			 * fills the TLB, splits, reaches MMIO or faults). */
 			if (!ea_to_rax(&e, in, off))
 				goto handler;
 			unsigned size =
 			    in->op[f[i] == F_LOAD || f[i] == F_ALU_RM || f[i] == F_EXT].size;
-			bool write =
-			    f[i] == F_STORE || (f[i] == F_ALU_MR && alu_writes(in->mnemonic));
+			bool write = f[i] == F_STORE || f[i] == F_UNARY_M ||
+				     (f[i] == F_ALU_MR && alu_writes(in->mnemonic));
 			uint8_t *slow = probe(&e, size, write);
 			if (f[i] == F_EXT)
 				t_ext(&e, in, true);
@@ -1121,13 +1176,14 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 	at[emitted] = e.p;
 	if (j->perf_map) {
 		static const char *const names[] = {
-		    [F_CALL] = "call",     [F_ALU_RR] = "alu_rr", [F_ALU_RI] = "alu_ri",
-		    [F_MOV_RR] = "mov_rr", [F_MOV_RI] = "mov_ri", [F_LEA] = "lea",
-		    [F_SHIFT] = "shift",   [F_ROT] = "rot",       [F_INCDEC] = "incdec",
-		    [F_NOT] = "not",       [F_JCC] = "jcc",       [F_JMP] = "jmp",
-		    [F_PUSH] = "push",     [F_POP] = "pop",       [F_CALLR] = "call_rel",
-		    [F_RET] = "ret",       [F_EXT] = "ext",       [F_LOAD] = "load",
-		    [F_STORE] = "store",   [F_ALU_RM] = "alu_rm", [F_ALU_MR] = "alu_mr"};
+		    [F_CALL] = "call",      [F_ALU_RR] = "alu_rr", [F_ALU_RI] = "alu_ri",
+		    [F_MOV_RR] = "mov_rr",  [F_MOV_RI] = "mov_ri", [F_LEA] = "lea",
+		    [F_SHIFT] = "shift",    [F_ROT] = "rot",       [F_INCDEC] = "incdec",
+		    [F_NOT] = "not",        [F_JCC] = "jcc",       [F_JMP] = "jmp",
+		    [F_PUSH] = "push",      [F_POP] = "pop",       [F_CALLR] = "call_rel",
+		    [F_RET] = "ret",        [F_EXT] = "ext",       [F_LOAD] = "load",
+		    [F_STORE] = "store",    [F_ALU_RM] = "alu_rm", [F_ALU_MR] = "alu_mr",
+		    [F_UNARY_M] = "unary_m"};
 		for (unsigned i = 0; i < emitted; i++)
 			fprintf(j->perf_map, "%lx %lx jit:%s:%s\n", (unsigned long)(uintptr_t)at[i],
 				(unsigned long)(at[i + 1] - at[i]),
