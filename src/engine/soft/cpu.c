@@ -151,12 +151,18 @@ static struct block *build_block(struct soft_cpu *c, uint64_t va, uint64_t gpa, 
 			b->jit = soft_jit_translate(c->jit, b);
 		}
 	}
+	/* A page that already holds code has no TLB entry letting writes through (the fill path
+	 * sees to that): only a page's first block needs the TLBs searched. */
+	bool fresh0 = !soft_cache_page_has_code(c->cache, b->pages[0]);
+	bool fresh1 = b->npages > 1 && !soft_cache_page_has_code(c->cache, b->pages[1]);
 	if (!soft_cache_insert(c->cache, b)) {
 		free(b);
 		soft_fail(c, "out of memory for decoded code");
 	}
-	for (unsigned i = 0; i < b->npages; i++)
-		soft_tlb_protect_code_page(c, b->pages[i]);
+	if (fresh0)
+		soft_tlb_protect_code_page(c, b->pages[0]);
+	if (fresh1)
+		soft_tlb_protect_code_page(c, b->pages[1]);
 	soft_stats.blocks_decoded++;
 	return b;
 }

@@ -1,8 +1,8 @@
 /* The translator (jit.h): decoded 64-bit blocks to host x86-64 code.
  *
- * Translated code runs with RBX = the CPU and R12 = the block's guest-virtual address (its RIP
+ * Translated code runs with RBX = the CPU, R12 = the block's guest-virtual address (its RIP
  * on entry; a block may be entered at more than one address, so nothing guest-virtual is baked
- * in). Guest registers live in c->gpr: each instruction loads what it reads and stores what it
+ * in) and R13 = c->tlb (reloaded after every handler, which may change the privilege level). Guest registers live in c->gpr: each instruction loads what it reads and stores what it
  * writes, so a handler called in between always sees the whole guest state. RAX, RCX and RDX
  * are scratch. The code space is one mapping, filled from the start; when it is full every
  * block is dropped and it starts again (cpu.c). */
@@ -64,7 +64,7 @@ void soft_jit_reset(struct soft_jit *j)
 
 /* ---- emitting host instructions ------------------------------------------------------------ */
 
-enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSI = 6, RDI = 7, R12 = 12 };
+enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSI = 6, RDI = 7, R12 = 12, R13 = 13 };
 
 #define OFF_RIP      ((int32_t)offsetof(struct soft_cpu, rip))
 #define OFF_START    ((int32_t)offsetof(struct soft_cpu, insn_start))
@@ -227,6 +227,8 @@ static void patch_here(struct emit *e, uint8_t *at)
 
 /* RDX = the address of entry (RAX >> shift) & mask of the table whose pointer is at
  * [rbx + table], entries of quads quadwords (3 or 5). Clobbers RSI. */
+#define TABLE_R13 (-1) /* the table pointer is in R13 (the soft TLB: c->tlb) */
+
 static void table_entry(struct emit *e, unsigned shift, uint32_t mask, unsigned quads,
 			int32_t table)
 {
@@ -235,6 +237,10 @@ static void table_entry(struct emit *e, unsigned shift, uint32_t mask, unsigned 
 	b1(e, 0xe2);
 	b4(e, mask);                                          /* and edx, mask */
 	BYTES(e, 0x48, 0x8d, 0x14, quads == 5 ? 0x92 : 0x52); /* lea rdx, [rdx + rdx*4 or 2] */
+	if (table == TABLE_R13) {
+		BYTES(e, 0x49, 0x8d, 0x54, 0xd5, 0x00); /* lea rdx, [r13 + rdx*8] */
+		return;
+	}
 	load(e, true, RSI, table);
 	BYTES(e, 0x48, 0x8d, 0x14, 0xd6); /* lea rdx, [rsi + rdx*8] */
 }
@@ -351,7 +357,8 @@ static void call_handler(struct emit *e, const struct insn *in, int32_t off)
 	b1(e, 0xb8); /* mov rax, imm64 */
 	b8(e, (uint64_t)(uintptr_t)in->fn);
 	b1(e, 0xff);
-	b1(e, 0xd0); /* call rax */
+	b1(e, 0xd0);                 /* call rax */
+	load(e, true, R13, OFF_TLB); /* the handler may have changed the privilege level */
 }
 
 /* After a handler that is not the block's last: leave if it asked to (stop_block). */
@@ -389,6 +396,7 @@ enum form {
 	F_ALU_RM,  /* add/sub/and/or/xor/cmp r, [m] */
 	F_ALU_MR,  /* add/sub/and/or/xor/cmp/test [m], r / imm */
 	F_UNARY_M, /* inc/dec/not [m] */
+	F_NOP,
 };
 
 /* A memory operand the host code can address: 64-bit addressing, registers at whole-register
@@ -542,6 +550,8 @@ static enum form form_of(const struct insn *in)
 		return mem_form_of(in);
 	}
 	unsigned m = in->mnemonic;
+	if (m == ZYDIS_MNEMONIC_NOP)
+		return F_NOP; /* also the long forms: their memory operand is not accessed */
 	if (is_jcc(m))
 		return in->osize == 8 && o0->kind == OPK_IMM ? F_JCC : F_CALL;
 	if (m == ZYDIS_MNEMONIC_JMP)
@@ -741,7 +751,7 @@ static bool ea_to_rax(struct emit *e, const struct insn *in, int32_t off)
  * host pointer. Returns the jne to patch to the slow path. Clobbers RCX, RDX, RSI. */
 static uint8_t *probe(struct emit *e, unsigned size, bool write)
 {
-	table_entry(e, 12, TLB_SIZE - 1, 5, OFF_TLB);
+	table_entry(e, 12, TLB_SIZE - 1, 5, TABLE_R13);
 	BYTES(e, 0x48, 0x8d, 0x48, size - 1);               /* lea rcx, [rax + size - 1] */
 	BYTES(e, 0x48, 0x81, 0xe1, 0x00, 0xf0, 0xff, 0xff); /* and rcx, -4096 */
 	BYTES(e, 0x48, 0x3b, 0x4a, write ? 8 : 0);          /* cmp rcx, [rdx + tag] */
@@ -871,6 +881,30 @@ static uint8_t *canonical_check(struct emit *e)
 	return jump_fwd(e, 0x5);          /* jne */
 }
 
+/* shl/shr/sar r, imm (count not 0): the host's flags are the guest's after it; when they are
+ * live, the lazy record is the handlers' (the value before, the count). */
+static void t_shift(struct emit *e, const struct insn *in, bool live)
+{
+	unsigned size = in->op[0].size, m = in->mnemonic;
+	unsigned n = (unsigned)in->imm & (size == 8 ? 63u : 31u);
+	load_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
+	if (live)
+		BYTES(e, 0x48, 0x89, 0xc2); /* mov rdx, rax */
+	rex(e, size == 8, 0, RAX);
+	BYTES(e, 0xc1, 0xc0u | ((unsigned)shift_digit(m) << 3), n);
+	store_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
+	if (live) {
+		unsigned op = m == ZYDIS_MNEMONIC_SHL   ? LF_SHL
+			      : m == ZYDIS_MNEMONIC_SHR ? LF_SHR
+							: LF_SAR;
+		store_imm32(e, OFF_LF_OP, op + size_index(size));
+		store(e, true, RAX, OFF_LF_RES);
+		store(e, true, RDX, OFF_LF_S1);
+		rbx_mem(e, true, 0xc7, 0, OFF_LF_S2); /* mov qword [rbx + lf.src2], n */
+		b4(e, n);
+	}
+}
+
 /* A branch to this block's frame + disp: RIP, unless the target is not canonical (the handler
  * then raises the fault). */
 static void branch_to(struct emit *e, const struct block *b, const struct insn *in, int32_t off,
@@ -977,6 +1011,7 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 		case F_MOV_RI:
 		case F_LEA:
 		case F_NOT:
+		case F_NOP:
 			break;
 		case F_EXT: /* from memory it may fault */
 			if (b->insns[i].op[1].kind == OPK_MEM)
@@ -998,8 +1033,6 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 			l = true;
 			break;
 		}
-		if (f[i] == F_SHIFT && live[i])
-			f[i] = F_CALL; /* the handler records the shift's flags */
 		if (f[i] == F_CALL || f[i] == F_JCC || f[i] == F_JMP)
 			l = true;
 	}
@@ -1010,6 +1043,7 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 	BYTES(&e, 0x53, 0x41, 0x54, 0x41, 0x55); /* push rbx; push r12; push r13 (alignment) */
 	BYTES(&e, 0x48, 0x89, 0xfb);             /* mov rbx, rdi */
 	load(&e, true, R12, OFF_RIP);
+	load(&e, true, R13, OFF_TLB);
 	uint8_t *to_body = jump_fwd(&e, -1);
 	/* The linked entry, from another block's exit (RAX = RIP = this block's address): the
 	 * run loop's bookkeeping for a block, with this block's constants. */
@@ -1058,12 +1092,17 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 				goto handler;
 			break;
 		case F_SHIFT:
+			t_shift(&e, in, live[i]);
+			host_flags = true;
+			break;
 		case F_ROT: {
 			unsigned mask = in->op[0].size == 8 ? 63u : 31u;
 			t_unary(&e, in, 0xc1, (unsigned)shift_digit(in->mnemonic),
 				(int)(in->imm & mask));
 			break;
 		}
+		case F_NOP:
+			break;
 		case F_INCDEC:
 			t_unary(&e, in, 0xff, in->mnemonic == ZYDIS_MNEMONIC_DEC, -1);
 			break;
@@ -1176,14 +1215,14 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 	at[emitted] = e.p;
 	if (j->perf_map) {
 		static const char *const names[] = {
-		    [F_CALL] = "call",      [F_ALU_RR] = "alu_rr", [F_ALU_RI] = "alu_ri",
-		    [F_MOV_RR] = "mov_rr",  [F_MOV_RI] = "mov_ri", [F_LEA] = "lea",
-		    [F_SHIFT] = "shift",    [F_ROT] = "rot",       [F_INCDEC] = "incdec",
-		    [F_NOT] = "not",        [F_JCC] = "jcc",       [F_JMP] = "jmp",
-		    [F_PUSH] = "push",      [F_POP] = "pop",       [F_CALLR] = "call_rel",
-		    [F_RET] = "ret",        [F_EXT] = "ext",       [F_LOAD] = "load",
-		    [F_STORE] = "store",    [F_ALU_RM] = "alu_rm", [F_ALU_MR] = "alu_mr",
-		    [F_UNARY_M] = "unary_m"};
+		    [F_CALL] = "call",       [F_ALU_RR] = "alu_rr", [F_ALU_RI] = "alu_ri",
+		    [F_MOV_RR] = "mov_rr",   [F_MOV_RI] = "mov_ri", [F_LEA] = "lea",
+		    [F_SHIFT] = "shift",     [F_ROT] = "rot",       [F_INCDEC] = "incdec",
+		    [F_NOT] = "not",         [F_JCC] = "jcc",       [F_JMP] = "jmp",
+		    [F_PUSH] = "push",       [F_POP] = "pop",       [F_CALLR] = "call_rel",
+		    [F_RET] = "ret",         [F_EXT] = "ext",       [F_LOAD] = "load",
+		    [F_STORE] = "store",     [F_ALU_RM] = "alu_rm", [F_ALU_MR] = "alu_mr",
+		    [F_UNARY_M] = "unary_m", [F_NOP] = "nop"};
 		for (unsigned i = 0; i < emitted; i++)
 			fprintf(j->perf_map, "%lx %lx jit:%s:%s\n", (unsigned long)(uintptr_t)at[i],
 				(unsigned long)(at[i + 1] - at[i]),
