@@ -73,6 +73,8 @@ enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSI = 6, RDI = 7, R12 = 12, R13 = 13 
 #define OFF_LF_RES   ((int32_t)offsetof(struct soft_cpu, lf.res))
 #define OFF_LF_S1    ((int32_t)offsetof(struct soft_cpu, lf.src1))
 #define OFF_LF_S2    ((int32_t)offsetof(struct soft_cpu, lf.src2))
+#define OFF_LF_S3    ((int32_t)offsetof(struct soft_cpu, lf.src3))
+#define OFF_RFLAGS   ((int32_t)offsetof(struct soft_cpu, rflags))
 #define OFF_TLB      ((int32_t)offsetof(struct soft_cpu, tlb))
 #define OFF_SEGB(s)  ((int32_t)(offsetof(struct soft_cpu, seg) + (s) * sizeof(struct cpu_segment)))
 
@@ -105,6 +107,7 @@ _Static_assert(offsetof(struct tlb_entry, tag_read) == 0 &&
 struct emit {
 	uint8_t *p, *end;
 	bool full;
+	uint8_t *body; /* the block's first instruction's code (a loop back to it jumps there) */
 };
 
 static void b1(struct emit *e, unsigned v)
@@ -335,6 +338,20 @@ static void exit_to(struct emit *e, const struct block *b, int64_t disp)
 {
 	lea_r12(e, RAX, (int32_t)disp);
 	store(e, true, RAX, OFF_RIP);
+	if (disp == 0 && e->body) {
+		/* A loop back to the block's own start: the run loop's bookkeeping for the next
+		 * pass is to count it (and end the shadow of an sti). */
+		uint8_t *out = anything_due(e);
+		rbx_mem(e, true, 0x81, 0, OFF_ICOUNT); /* add qword [rbx + icount], n */
+		b4(e, b->n);
+		rbx_mem(e, false, 0xc6, 0, OFF_SHADOW); /* mov byte [rbx + intr_shadow], 0 */
+		b1(e, 0);
+		b1(e, 0xe9); /* jmp body */
+		b4(e, (uint32_t)(int32_t)(e->body - (e->p + 4)));
+		patch_here(e, out);
+		leave(e, 0);
+		return;
+	}
 	int64_t in_page = (int64_t)(b->gpa & 0xfff) + disp;
 	if (in_page >= 0 && in_page < 0x1000)
 		chain_near(e);
@@ -397,6 +414,7 @@ enum form {
 	F_ALU_MR,  /* add/sub/and/or/xor/cmp/test [m], r / imm */
 	F_UNARY_M, /* inc/dec/not [m] */
 	F_NOP,
+	F_IMUL, /* imul r, r / imul r, r, imm (32/64-bit) */
 };
 
 /* A memory operand the host code can address: 64-bit addressing, registers at whole-register
@@ -543,6 +561,8 @@ static enum form form_of(const struct insn *in)
 	const struct opnd *o0 = &in->op[0], *o1 = &in->op[1];
 	if (in->prefix & (PFX_LOCK | PFX_REP | PFX_REPNE))
 		return F_CALL;
+	if (in->mnemonic == ZYDIS_MNEMONIC_NOP)
+		return F_NOP; /* also the long forms: their memory operand is not accessed */
 	if ((o0->kind == OPK_MEM || o1->kind == OPK_MEM) && in->mnemonic != ZYDIS_MNEMONIC_LEA) {
 		if (in->mnemonic == ZYDIS_MNEMONIC_MOVZX || in->mnemonic == ZYDIS_MNEMONIC_MOVSX ||
 		    in->mnemonic == ZYDIS_MNEMONIC_MOVSXD)
@@ -550,8 +570,6 @@ static enum form form_of(const struct insn *in)
 		return mem_form_of(in);
 	}
 	unsigned m = in->mnemonic;
-	if (m == ZYDIS_MNEMONIC_NOP)
-		return F_NOP; /* also the long forms: their memory operand is not accessed */
 	if (is_jcc(m))
 		return in->osize == 8 && o0->kind == OPK_IMM ? F_JCC : F_CALL;
 	if (m == ZYDIS_MNEMONIC_JMP)
@@ -579,6 +597,13 @@ static enum form form_of(const struct insn *in)
 	if (!gpr_op(o0))
 		return F_CALL;
 	switch (m) {
+	case ZYDIS_MNEMONIC_IMUL:
+		if (in->nops == 2 && gpr_op(o1) && o1->size == o0->size)
+			return F_IMUL;
+		return in->nops == 3 && gpr_op(o1) && o1->size == o0->size &&
+			       in->op[2].kind == OPK_IMM && fits32((int64_t)in->imm)
+			   ? F_IMUL
+			   : F_CALL;
 	case ZYDIS_MNEMONIC_LEA:
 		return in->nops == 2 && o1->kind == OPK_MEM && in->mem.asize == 8 &&
 			       fits32(in->mem.disp) &&
@@ -905,6 +930,117 @@ static void t_shift(struct emit *e, const struct insn *in, bool live)
 	}
 }
 
+/* CF for an inc/dec to keep, from whatever set the flags last (the lazy record's src3). */
+static void jit_carry_in(struct soft_cpu *c)
+{
+	c->lf.src3 = soft_cond(c, 2);
+}
+
+/* Conditions that read CF: B, AE, BE, A. */
+static bool cc_reads_cf(unsigned cc)
+{
+	cc &= 15;
+	return cc == 2 || cc == 3 || cc == 6 || cc == 7;
+}
+
+/* inc/dec r: when its flags are live, the lazy record of exec_alu.c: the result and the CF it
+ * keeps (already in src3 when the last record is an inc/dec's, else found now). */
+static void t_incdec(struct emit *e, const struct insn *in, bool live)
+{
+	unsigned size = in->op[0].size;
+	bool dec = in->mnemonic == ZYDIS_MNEMONIC_DEC;
+	if (live) {
+		/* The kept CF: already in src3 after an inc/dec, 0 after a logic operation (and
+		 * a product that fit), bit 0 of rflags when the flags are materialized; anything
+		 * else asks flags.c. */
+		uint8_t *keep[4];
+		load(e, false, RCX, OFF_LF_OP);
+		BYTES(e, 0x83, 0xe1, 0xfc);   /* and ecx, ~3 */
+		BYTES(e, 0x83, 0xf9, LF_INC); /* cmp ecx, LF_INC */
+		keep[0] = jump_fwd(e, 0x4);   /* je */
+		BYTES(e, 0x83, 0xf9, LF_DEC);
+		keep[1] = jump_fwd(e, 0x4);
+		BYTES(e, 0x83, 0xf9, LF_LOGIC);
+		uint8_t *not_logic = jump_fwd(e, 0x5); /* jne */
+		rbx_mem(e, true, 0xc7, 0, OFF_LF_S3);  /* mov qword [rbx + lf.src3], 0 */
+		b4(e, 0);
+		keep[2] = jump_fwd(e, -1);
+		patch_here(e, not_logic);
+		BYTES(e, 0x85, 0xc9);             /* test ecx, ecx (LF_NONE) */
+		uint8_t *lazy = jump_fwd(e, 0x5); /* jnz */
+		load(e, false, RCX, OFF_RFLAGS);
+		BYTES(e, 0x83, 0xe1, 0x01); /* and ecx, 1 */
+		store(e, true, RCX, OFF_LF_S3);
+		keep[3] = jump_fwd(e, -1);
+		patch_here(e, lazy);
+		BYTES(e, 0x48, 0x89, 0xdf); /* mov rdi, rbx */
+		BYTES(e, 0x48, 0xb8);       /* mov rax, imm64 */
+		b8(e, (uint64_t)(uintptr_t)jit_carry_in);
+		BYTES(e, 0xff, 0xd0); /* call rax */
+		for (unsigned k = 0; k < 4; k++)
+			patch_here(e, keep[k]);
+	}
+	load_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
+	rex(e, size == 8, 0, RAX);
+	BYTES(e, 0xff, dec ? 0xc8 : 0xc0); /* inc/dec eax/rax */
+	store_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
+	if (live) {
+		store_imm32(e, OFF_LF_OP, (dec ? LF_DEC : LF_INC) + size_index(size));
+		store(e, true, RAX, OFF_LF_RES);
+	}
+}
+
+/* A product that overflowed: CF and OF set, SF/ZF/PF from the low half (exec_muldiv.c's rule
+ * for the flags the SDM leaves undefined), AF clear. */
+static void jit_mul_overflow(struct soft_cpu *c, uint64_t low, unsigned size)
+{
+	uint64_t f = FL_CF | FL_OF;
+	if (parity8(low))
+		f |= FL_PF;
+	if ((low & size_mask(size)) == 0)
+		f |= FL_ZF;
+	if ((low >> (size * 8 - 1)) & 1)
+		f |= FL_SF;
+	soft_set_flags(c, f, FL_ARITH);
+}
+
+/* imul r, r and imul r, r, imm: the lazy record of exec_muldiv.c (a logic result when the
+ * product fits, the flags set outright when it does not). */
+static void t_imul(struct emit *e, const struct insn *in, bool live)
+{
+	unsigned size = in->op[0].size;
+	bool w = size == 8;
+	load_sz(e, size, RCX, RBX, (int32_t)in->op[1].reg);
+	if (in->nops == 3) {
+		rex(e, w, RAX, RCX);
+		BYTES(e, 0x69, 0xc1); /* imul eax/rax, ecx/rcx, imm32 */
+		b4(e, (uint32_t)in->imm);
+	} else {
+		load_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
+		rex(e, w, RAX, RCX);
+		BYTES(e, 0x0f, 0xaf, 0xc1); /* imul eax/rax, ecx/rcx */
+	}
+	store_sz(e, size, RAX, RBX, (int32_t)in->op[0].reg);
+	if (!live)
+		return;
+	uint8_t *ovf = jump_fwd(e, 0x0); /* jo */
+	store_imm32(e, OFF_LF_OP, LF_LOGIC + size_index(size));
+	store(e, true, RAX, OFF_LF_RES);
+	store(e, true, RAX, OFF_LF_S1);
+	rbx_mem(e, true, 0xc7, 0, OFF_LF_S2); /* mov qword [rbx + lf.src2], 0 */
+	b4(e, 0);
+	uint8_t *done = jump_fwd(e, -1);
+	patch_here(e, ovf);
+	BYTES(e, 0x48, 0x89, 0xdf); /* mov rdi, rbx */
+	BYTES(e, 0x48, 0x89, 0xc6); /* mov rsi, rax */
+	b1(e, 0xba);                /* mov edx, size */
+	b4(e, size);
+	BYTES(e, 0x48, 0xb8); /* mov rax, imm64 */
+	b8(e, (uint64_t)(uintptr_t)jit_mul_overflow);
+	BYTES(e, 0xff, 0xd0); /* call rax */
+	patch_here(e, done);
+}
+
 /* A branch to this block's frame + disp: RIP, unless the target is not canonical (the handler
  * then raises the fault). */
 static void branch_to(struct emit *e, const struct block *b, const struct insn *in, int32_t off,
@@ -1005,6 +1141,7 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 		case F_ALU_RR:
 		case F_ALU_RI:
 		case F_SHIFT:
+		case F_IMUL:
 			l = false; /* all six written, none read, no fault */
 			break;
 		case F_MOV_RR:
@@ -1018,12 +1155,13 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 				l = true;
 			break;
 		case F_ROT:
-		case F_INCDEC:
-			/* Host code only when nothing reads the flags after them (then neither
+			/* Host code only when nothing reads the flags after it (then neither
 			 * before); otherwise the handler, which reads some. */
 			if (l)
 				f[i] = F_CALL;
 			break;
+		case F_INCDEC:
+			break;  /* reads CF (to keep it) exactly when its own flags are live */
 		case F_UNARY_M: /* likewise; and it may fault */
 			if (l && b->insns[i].mnemonic != ZYDIS_MNEMONIC_NOT)
 				f[i] = F_CALL;
@@ -1059,9 +1197,11 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 	b1(&e, 0);
 	BYTES(&e, 0x49, 0x89, 0xc4); /* mov r12, rax */
 	patch_here(&e, to_body);
+	e.body = e.p;
 
 	int32_t off = 0;
 	bool host_flags = false; /* the host's flags are the guest's (the last one was an ALU op) */
+	bool host_nocf = false;  /* ... except CF (it was inc/dec) */
 	uint8_t *slow_join = NULL; /* the last memory access's slow path: joins the next one */
 	bool ended = false;
 	uint8_t *at[BLOCK_MAX + 1]; /* where each instruction's host code starts */
@@ -1071,8 +1211,12 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 		at[i] = e.p;
 		emitted = i + 1;
 		bool last = i + 1 == b->n;
-		bool flags_now = host_flags;
+		/* The host's flags serve a jcc right after the operation that set them; after
+		 * inc/dec, whose host CF is not the guest's, only for conditions without CF. */
+		bool flags_now =
+		    host_flags && (f[i] != F_JCC || !host_nocf || !cc_reads_cf(in->cc));
 		host_flags = false;
+		host_nocf = false;
 		if (f[i] != F_JCC || !flags_now) {
 			patch_here(&e, slow_join);
 			slow_join = NULL;
@@ -1103,8 +1247,12 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 		}
 		case F_NOP:
 			break;
+		case F_IMUL:
+			t_imul(&e, in, live[i]);
+			break;
 		case F_INCDEC:
-			t_unary(&e, in, 0xff, in->mnemonic == ZYDIS_MNEMONIC_DEC, -1);
+			t_incdec(&e, in, live[i]);
+			host_flags = host_nocf = true;
 			break;
 		case F_NOT:
 			t_unary(&e, in, 0xf7, 2, -1);
@@ -1222,7 +1370,7 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 		    [F_PUSH] = "push",       [F_POP] = "pop",       [F_CALLR] = "call_rel",
 		    [F_RET] = "ret",         [F_EXT] = "ext",       [F_LOAD] = "load",
 		    [F_STORE] = "store",     [F_ALU_RM] = "alu_rm", [F_ALU_MR] = "alu_mr",
-		    [F_UNARY_M] = "unary_m", [F_NOP] = "nop"};
+		    [F_UNARY_M] = "unary_m", [F_NOP] = "nop",       [F_IMUL] = "imul"};
 		for (unsigned i = 0; i < emitted; i++)
 			fprintf(j->perf_map, "%lx %lx jit:%s:%s\n", (unsigned long)(uintptr_t)at[i],
 				(unsigned long)(at[i + 1] - at[i]),
