@@ -92,6 +92,12 @@ enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSI = 6, RDI = 7, R12 = 12, R13 = 13 
 _Static_assert(sizeof(struct jc_entry) == 24 && offsetof(struct jc_entry, va) == 0 &&
 		   offsetof(struct jc_entry, epoch) == 8 && offsetof(struct jc_entry, block) == 16,
 	       "the chain's jump-cache probe");
+_Static_assert(
+    offsetof(struct soft_cpu, exit_request) % 8 == 0 &&
+	offsetof(struct soft_cpu, intr_request) == offsetof(struct soft_cpu, exit_request) + 4 &&
+	offsetof(struct soft_cpu, nmi_request) == offsetof(struct soft_cpu, exit_request) + 8 &&
+	offsetof(struct soft_cpu, requests_zero) == offsetof(struct soft_cpu, exit_request) + 12,
+    "the requests are read as two quadwords");
 _Static_assert(sizeof(((struct soft_cpu *)0)->exit_request) == 4 &&
 		   sizeof(((struct soft_cpu *)0)->intr_request) == 4 &&
 		   sizeof(((struct soft_cpu *)0)->nmi_request) == 4 &&
@@ -107,6 +113,7 @@ _Static_assert(offsetof(struct tlb_entry, tag_read) == 0 &&
 struct emit {
 	uint8_t *p, *end;
 	bool full;
+	const struct block *block; /* the block being translated */
 	uint8_t *body; /* the block's first instruction's code (a loop back to it jumps there) */
 };
 
@@ -249,19 +256,19 @@ static void table_entry(struct emit *e, unsigned shift, uint32_t mask, unsigned 
 }
 
 /* Whether the run loop has anything to do before the next block: a request from another
- * thread, an instruction budget, stop_block. Returns the jnz (yes) to patch. */
-static uint8_t *anything_due(struct emit *e)
+ * thread, an instruction budget, and (stop) stop_block: where no handler ran since the last
+ * stop_check, it is clear. Returns the jnz (yes) to patch. */
+static uint8_t *anything_due(struct emit *e, bool stop)
 {
 	load(e, true, RCX, OFF_LIMIT);
-	static const int32_t flags[] = {OFF_EXITREQ, OFF_INTRREQ, OFF_NMIREQ};
-	for (unsigned i = 0; i < 3; i++) {
-		load(e, false, RDX, flags[i]);
+	rbx_mem(e, true, 0x0b, RCX, OFF_EXITREQ);     /* or rcx, [exit_request, intr_request] */
+	rbx_mem(e, true, 0x0b, RCX, OFF_EXITREQ + 8); /* or rcx, [nmi_request, 0] */
+	if (stop) {
+		BYTES(e, 0x0f, 0xb6, 0x80u | (RDX << 3) | RBX); /* movzx edx, byte [stop_block] */
+		b4(e, (uint32_t)OFF_STOP);
 		BYTES(e, 0x48, 0x09, 0xd1); /* or rcx, rdx */
 	}
-	BYTES(e, 0x0f, 0xb6, 0x80u | (RDX << 3) | RBX); /* movzx edx, byte [rbx + stop_block] */
-	b4(e, (uint32_t)OFF_STOP);
-	BYTES(e, 0x48, 0x09, 0xd1); /* or rcx, rdx */
-	return jump_fwd(e, 0x5);    /* jnz */
+	return jump_fwd(e, 0x5); /* jnz */
 }
 
 /* The jump cache's block for RAX, as the run loop finds it: RDX = the block, RCX = its linked
@@ -288,7 +295,7 @@ static void chain(struct emit *e)
 {
 	load(e, true, RAX, OFF_RIP);
 	uint8_t *out[4];
-	out[3] = anything_due(e);
+	out[3] = anything_due(e, true);
 	jc_lookup(e, out);
 	BYTES(e, 0xff, 0xe1); /* jmp rcx */
 	for (unsigned i = 0; i < 4; i++)
@@ -304,7 +311,7 @@ static void chain(struct emit *e)
 static void chain_near(struct emit *e)
 {
 	uint8_t *out[4];
-	out[3] = anything_due(e);
+	out[3] = anything_due(e, false);
 	BYTES(e, 0xff, 0x25); /* jmp [rip + slot] */
 	uint8_t *slot_ref = e->p;
 	b4(e, 0);
@@ -341,7 +348,7 @@ static void exit_to(struct emit *e, const struct block *b, int64_t disp)
 	if (disp == 0 && e->body) {
 		/* A loop back to the block's own start: the run loop's bookkeeping for the next
 		 * pass is to count it (and end the shadow of an sti). */
-		uint8_t *out = anything_due(e);
+		uint8_t *out = anything_due(e, false);
 		rbx_mem(e, true, 0x81, 0, OFF_ICOUNT); /* add qword [rbx + icount], n */
 		b4(e, b->n);
 		rbx_mem(e, false, 0xc6, 0, OFF_SHADOW); /* mov byte [rbx + intr_shadow], 0 */
@@ -362,6 +369,12 @@ static void exit_to(struct emit *e, const struct block *b, int64_t disp)
 /* The instruction as the handler loop runs it: insn_start, RIP past it, the handler. */
 static void call_handler(struct emit *e, const struct insn *in, int32_t off)
 {
+	/* What the run loop's unwind needs to find the instruction (soft_current_insn): only a
+	 * handler can fault or exit, so only here. */
+	BYTES(e, 0x48, 0xb9); /* mov rcx, imm64 */
+	b8(e, (uint64_t)(uintptr_t)e->block);
+	store(e, true, RCX, OFF_CURBLOCK);
+	store(e, true, R12, OFF_CURVA);
 	set_va(e, OFF_START, off);
 	set_va(e, OFF_RIP, off + in->len);
 	b1(e, 0x48);
@@ -378,7 +391,7 @@ static void call_handler(struct emit *e, const struct insn *in, int32_t off)
 	load(e, true, R13, OFF_TLB); /* the handler may have changed the privilege level */
 }
 
-/* After a handler that is not the block's last: leave if it asked to (stop_block). */
+/* After a handler: leave if it asked to (stop_block). */
 static void stop_check(struct emit *e, unsigned not_run)
 {
 	rbx_mem(e, false, 0x80, 7, OFF_STOP); /* cmp byte [rbx + stop_block], 0 */
@@ -1175,7 +1188,7 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 			l = true;
 	}
 
-	struct emit e = {.p = j->base + j->used, .end = j->base + j->size};
+	struct emit e = {.p = j->base + j->used, .end = j->base + j->size, .block = b};
 	uint8_t *start = e.p;
 	/* The entry from the run loop (which did the block's bookkeeping). */
 	BYTES(&e, 0x53, 0x41, 0x54, 0x41, 0x55); /* push rbx; push r12; push r13 (alignment) */
@@ -1188,11 +1201,8 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 	uint8_t *link = e.p;
 	rbx_mem(&e, true, 0x81, 0, OFF_ICOUNT); /* add qword [rbx + icount], n */
 	b4(&e, b->n);
-	BYTES(&e, 0x48, 0xb9); /* mov rcx, imm64 */
-	b8(&e, (uint64_t)(uintptr_t)b);
-	store(&e, true, RCX, OFF_CURBLOCK);
-	store(&e, true, RAX, OFF_CURVA);
-	/* cur_end stays NULL (the whole block) and stop_block clear (no chaining otherwise). */
+	/* cur_end stays NULL (the whole block) and stop_block clear (no chaining otherwise);
+	 * cur_block is set where a handler is called. */
 	rbx_mem(&e, false, 0xc6, 0, OFF_SHADOW); /* mov byte [rbx + intr_shadow], 0 */
 	b1(&e, 0);
 	BYTES(&e, 0x49, 0x89, 0xc4); /* mov r12, rax */
@@ -1285,8 +1295,7 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 			uint8_t *over = jump_fwd(&e, -1);
 			patch_here(&e, slow);
 			call_handler(&e, in, off);
-			if (!last)
-				stop_check(&e, b->n - (i + 1));
+			stop_check(&e, b->n - (i + 1));
 			/* The slow path joins where the next instruction says: its host code,
 			 * or, for a jcc that would test the host's flags, its handler. */
 			slow_join = jump_fwd(&e, -1);
@@ -1299,8 +1308,7 @@ jit_fn soft_jit_translate(struct soft_jit *j, struct block *b)
 			uint8_t *over = jump_fwd(&e, -1);
 			patch_here(&e, slow);
 			call_handler(&e, in, off);
-			if (!last)
-				stop_check(&e, b->n - (i + 1));
+			stop_check(&e, b->n - (i + 1));
 			patch_here(&e, over);
 			break;
 		}

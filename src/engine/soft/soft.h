@@ -266,9 +266,13 @@ struct soft_cpu {
 		uint32_t base_op; /* LF_ROL/LF_ROR: the operation before the rotates */
 		uint64_t base_res, base_src1, base_src2, base_src3;
 	} lf;
-	bool stop_block;           /* leave the current block after this instruction */
-	volatile int exit_request; /* set from other threads: return from soft_cpu_run soon */
+	bool stop_block; /* leave the current block after this instruction */
+	/* Requests from other threads, seen between blocks; translated code reads the four words
+	 * as two quadwords (jit.c). */
+	volatile int exit_request __attribute__((aligned(8))); /* return from soft_cpu_run soon */
 	volatile int intr_request; /* set by the interrupt controllers: an interrupt may be due */
+	volatile int nmi_request;  /* an NMI is waiting */
+	uint32_t requests_zero;    /* always 0 */
 	uint64_t icount;           /* instructions retired */
 	struct tlb_entry *tlb; /* the TLB of the current privilege: tlbs[0] CPL 0-2, [1] CPL 3 */
 	struct jc_entry *jc;   /* the jump cache of the current privilege, likewise */
@@ -290,9 +294,8 @@ struct soft_cpu {
 	bool user_mode; /* ferry-user: syscalls and faults return to the caller */
 	/* System mode: interrupts. */
 	struct soft_irq_ops irq;
-	volatile int nmi_request; /* an NMI is waiting */
-	bool nmi_blocked;         /* in an NMI handler until the next iret */
-	bool intr_shadow;         /* after sti: no interrupt before the next instruction */
+	bool nmi_blocked;      /* in an NMI handler until the next iret */
+	bool intr_shadow;      /* after sti: no interrupt before the next instruction */
 	bool sv_access;        /* descriptor-table and TSS accesses: supervisor, whatever the CPL */
 	bool holds_split_lock; /* inside a locked access that crosses a page (exec_alu.c) */
 	int event_vector;      /* the event being delivered (double-fault rules), or -1 */
